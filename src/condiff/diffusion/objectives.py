@@ -1,0 +1,113 @@
+"""Forward noising, prediction targets, and the training loss.
+
+The conversions between eps, x0 and v predictions live here and nowhere else.
+Conditioning is channel concatenation ``[x_t, cond]`` in that order, everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from condiff.diffusion.schedule import NoiseSchedule
+
+OBJECTIVES = ("eps", "v", "x0")
+ModelFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _b(a: Tensor) -> Tensor:
+    return a.view(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
+
+
+def concat_condition(x_t: Tensor, cond: Tensor) -> Tensor:
+    """The network's input: noisy target then condition, on channels."""
+    return torch.cat([x_t, cond], dim=1)
+
+
+def q_sample(x0: Tensor, alpha_bar: Tensor, eps: Tensor) -> Tensor:
+    """x_t = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. 2020, eq. 4); ``alpha_bar`` is ``(B,)``."""
+    return _b(alpha_bar.sqrt()) * x0 + _b((1 - alpha_bar).sqrt()) * eps
+
+
+def target_for(objective: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """What the network is trained to output. v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)."""
+    if objective == "eps":
+        return eps
+    if objective == "x0":
+        return x0
+    if objective == "v":
+        return _b(alpha_bar.sqrt()) * eps - _b((1 - alpha_bar).sqrt()) * x0
+    raise ValueError(f"unknown objective {objective!r}; expected one of {list(OBJECTIVES)}")
+
+
+def to_x0(objective: str, pred: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+    """Turn a network prediction into the clean-image estimate x0_hat."""
+    sa, s1a = _b(alpha_bar.sqrt()), _b((1 - alpha_bar).sqrt())
+    if objective == "eps":
+        return (x_t - s1a * pred) / sa
+    if objective == "x0":
+        return pred
+    if objective == "v":
+        return sa * x_t - s1a * pred
+    raise ValueError(f"unknown objective {objective!r}; expected one of {list(OBJECTIVES)}")
+
+
+def eps_from_x0(x0_hat: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
+    """The noise consistent with x_t and an x0 estimate (inverse of ``q_sample``)."""
+    return (x_t - _b(alpha_bar.sqrt()) * x0_hat) / _b((1 - alpha_bar).sqrt())
+
+
+def snr_weight(objective: str, snr: Tensor, gamma: float) -> Tensor:
+    """Min-SNR-gamma loss weight (Hang et al. 2023), expressed for each objective's target."""
+    clipped = snr.clamp(max=gamma)
+    if objective == "eps":
+        return clipped / snr
+    if objective == "v":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def diffusion_loss(
+    model: ModelFn,
+    x0: Tensor,
+    cond: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    objective: str = "eps",
+    weighting: str = "uniform",
+    snr_gamma: float = 5.0,
+    loss: str = "l2",
+    cond_drop_prob: float = 0.0,
+    t: Tensor | None = None,
+    eps: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Per-sample loss ``(B,)`` of predicting ``objective`` from ``[x_t, cond]`` and ``t``.
+
+    ``t`` and ``eps`` default to uniform timesteps and Gaussian noise drawn from ``generator``.
+    """
+    b = x0.shape[0]
+    if cond.shape[0] != b or cond.shape[-2:] != x0.shape[-2:]:
+        raise ValueError(
+            f"x0 {tuple(x0.shape)} and cond {tuple(cond.shape)} must share batch and spatial size"
+        )
+    if t is None:
+        t = torch.randint(0, schedule.num_timesteps, (b,), device=x0.device, generator=generator)
+    if eps is None:
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    if cond_drop_prob > 0:
+        keep = torch.rand(b, device=x0.device, generator=generator) >= cond_drop_prob
+        cond = cond * _b(keep.to(cond.dtype))
+    alpha_bar = schedule.alpha_bar(t)
+    x_t = q_sample(x0, alpha_bar, eps)
+    pred = model(concat_condition(x_t, cond), t)
+    target = target_for(objective, x0, eps, alpha_bar)
+    err = pred.float() - target.float()
+    per_sample = (err.square() if loss == "l2" else err.abs()).mean(dim=(1, 2, 3))
+    if weighting == "min_snr":
+        per_sample = per_sample * snr_weight(objective, schedule.snr(t), snr_gamma)
+    elif weighting != "uniform":
+        raise ValueError(f"unknown loss weighting {weighting!r}; expected 'uniform' or 'min_snr'")
+    return per_sample

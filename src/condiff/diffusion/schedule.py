@@ -1,0 +1,113 @@
+"""Discrete variance-preserving noise schedules (betas and their cumulative products)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """DDPM's linear schedule (Ho et al. 2020, section 4)."""
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """Improved DDPM's cosine schedule (Nichol & Dhariwal 2021, eq. 17), betas capped at 0.999."""
+
+    def alpha_bar(u: float) -> float:
+        return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    betas = [
+        min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
+        for i in range(num_timesteps)
+    ]
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+def sigmoid_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """GeoDiff's sigmoid schedule (Xu et al. 2022): sigmoid(linspace(-6, 6)) scaled to the range."""
+    return torch.sigmoid(torch.linspace(-6, 6, num_timesteps, dtype=torch.float64)) * (
+        beta_end - beta_start
+    ) + beta_start
+
+
+def rescale_betas_zero_snr(betas: Tensor) -> Tensor:
+    """Shift and scale sqrt(alpha_bar) so the last step has SNR 0 (Lin et al. 2024, Algorithm 1)."""
+    sqrt_ab = torch.cumprod(1 - betas, 0).sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    sqrt_ab = (sqrt_ab - last) * first / (first - last)
+    ab = sqrt_ab**2
+    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
+    return 1 - alphas
+
+
+class NoiseSchedule:
+    """``betas`` and ``alphas_cumprod`` (both ``(T,)`` float64) of a discrete VP diffusion.
+
+    ``x_t = sqrt(alphas_cumprod[t]) * x0 + sqrt(1 - alphas_cumprod[t]) * eps`` for ``t`` in [0, T).
+    """
+
+    def __init__(
+        self,
+        kind: str = "linear",
+        num_timesteps: int = 1000,
+        *,
+        rescale_zero_terminal_snr: bool = False,
+    ) -> None:
+        if kind not in SCHEDULES:
+            raise ValueError(f"unknown noise schedule {kind!r}; expected one of {list(SCHEDULES)}")
+        if num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be >= 2, got {num_timesteps}")
+        self.kind = kind
+        self.num_timesteps = num_timesteps
+        self.zero_terminal_snr = rescale_zero_terminal_snr
+        betas = {"linear": linear_betas, "cosine": cosine_betas, "sigmoid": sigmoid_betas}[kind](
+            num_timesteps
+        )
+        if rescale_zero_terminal_snr:
+            betas = rescale_betas_zero_snr(betas)
+        self.betas = betas
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+        if rescale_zero_terminal_snr:
+            # SNR exactly 0 makes eps -> x0 and log-SNR undefined; keep it tiny, as diffusers does.
+            self.alphas_cumprod[-1] = 2.0**-24
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseSchedule({self.kind!r}, num_timesteps={self.num_timesteps}, "
+            f"rescale_zero_terminal_snr={self.zero_terminal_snr})"
+        )
+
+    def alpha_bar(self, t: Tensor) -> Tensor:
+        """alphas_cumprod at integer timesteps ``t`` (any shape), as float32 on ``t``'s device."""
+        return self.alphas_cumprod.to(t.device)[t.long()].float()
+
+    def snr(self, t: Tensor) -> Tensor:
+        ab = self.alpha_bar(t)
+        return ab / (1 - ab)
+
+    def timesteps(self, steps: int, spacing: str = "trailing") -> Tensor:
+        """Descending integer timesteps for a sampler of ``steps`` steps (DDIM's spacing rules).
+
+        ``leading`` and ``linspace`` follow Song et al. 2021 / diffusers; ``trailing`` starts at
+        T-1 so the first step sees pure noise (Lin et al. 2024, table 2).
+        """
+        t_max = self.num_timesteps
+        if not 1 <= steps <= t_max:
+            raise ValueError(f"steps must be in 1..{t_max} (the schedule's length), got {steps}")
+        if spacing == "leading":
+            ts = np.arange(0, steps) * (t_max // steps)
+            ts = ts[::-1]
+        elif spacing == "trailing":
+            ts = np.round(np.arange(t_max, 0, -t_max / steps)) - 1
+        elif spacing == "linspace":
+            ts = np.linspace(0, t_max - 1, steps).round()[::-1]
+        else:
+            raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {list(SPACINGS)}")
+        return torch.from_numpy(ts.copy().astype(np.int64))

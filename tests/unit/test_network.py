@@ -1,0 +1,162 @@
+"""The network against the spec's walkthrough (conditional-unet-seed.md + READING.md)."""
+
+import pytest
+import torch
+from torch import nn
+
+from condiff import ConditionalUNet
+from condiff.nn import AttentionBlock, ResidualBlock, SinusoidalPositionalEncoding
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_default_constructor_is_the_spec_defaults():
+    m = ConditionalUNet()
+    assert m.config == dict(
+        in_img_channels=2, out_img_channels=1, base_channels=64, channel_mults=(1, 2, 3, 4),
+        num_res_blocks_per_level=2, attention_resolutions=(120, 60), dropout_rate=0.1,
+        time_emb_dim=256, time_emb_mlp_dim=1024, num_heads_attn=8, num_groups_norm=32,
+        initial_img_resolution=120,
+    )
+
+
+@pytest.mark.parametrize("preset,count", [("seed-default", 19_483_137), ("seed-rgb480", 20_802_435)])
+def test_parameter_counts(preset, count):
+    assert n_params(ConditionalUNet.from_preset(preset)) == count
+
+
+def test_encoder_levels_channels_and_attention_seed_default():
+    m = ConditionalUNet()
+    assert m.conv_in.in_channels == 2 and m.conv_in.out_channels == 64
+    outs = [lvl.res[-1].conv2.out_channels for lvl in m.encoder]
+    assert outs == [64, 128, 192, 256]
+    assert [len(lvl.res) for lvl in m.encoder] == [2, 2, 2, 2]
+    # 120x120 input: levels run at 120, 60, 30, 15 -> attention at levels 1 and 2 only
+    assert [lvl.attn is not None for lvl in m.encoder] == [True, True, False, False]
+    assert [lvl.resample is not None for lvl in m.encoder] == [True, True, True, False]
+    assert [p.resolution for p in m.plan if p.stage == "encoder"] == [120, 60, 30, 15]
+
+
+def test_encoder_attention_seed_rgb480_matches_section_4_3():
+    m = ConditionalUNet.from_preset("seed-rgb480")
+    assert m.conv_in.in_channels == 6 and m.conv_out.out_channels == 3
+    assert [lvl.attn is not None for lvl in m.encoder] == [False, False, True, True]
+    assert [lvl.attn is not None for lvl in m.decoder] == [True, True, False, False]
+    assert [lvl.attn.channels for lvl in m.encoder if lvl.attn] == [192, 256]
+
+
+def test_decoder_first_block_inputs_and_upsamples():
+    m = ConditionalUNet()
+    firsts = [lvl.res[0].conv1.in_channels for lvl in m.decoder]
+    assert firsts == [512, 448, 320, 192]
+    assert [lvl.res[0].conv1.out_channels for lvl in m.decoder] == [256, 192, 128, 64]
+    assert [lvl.res[1].conv1.in_channels for lvl in m.decoder] == [256, 192, 128, 64]
+    assert [lvl.resample is not None for lvl in m.decoder] == [True, True, True, False]
+    assert [lvl.attn is not None for lvl in m.decoder] == [False, False, True, True]
+    # residual skips are 1x1 convs exactly where channels change
+    assert isinstance(m.decoder[0].res[0].skip, nn.Conv2d)
+    assert isinstance(m.decoder[0].res[1].skip, nn.Identity)
+
+
+def test_bottleneck_is_res_attn_res():
+    m = ConditionalUNet()
+    assert isinstance(m.bottleneck_res1, ResidualBlock)
+    assert isinstance(m.bottleneck_attn, AttentionBlock)
+    assert isinstance(m.bottleneck_res2, ResidualBlock)
+    assert m.bottleneck_res1.conv1.in_channels == 256 == m.bottleneck_res2.conv2.out_channels
+    assert m.bottleneck_attn.num_heads == 8
+
+
+def test_time_mlp_and_output_head():
+    m = ConditionalUNet()
+    assert [type(x) for x in m.time_mlp] == [nn.Linear, nn.SiLU, nn.Linear]
+    assert m.time_mlp[0].in_features == 256 and m.time_mlp[2].out_features == 1024
+    assert m.conv_out_norm.num_groups == 32 and m.conv_out_norm.num_channels == 64
+    assert isinstance(m.quant, torch.ao.quantization.QuantStub)
+    assert isinstance(m.dequant, torch.ao.quantization.DeQuantStub)
+
+
+def test_full_model_forward_batch1_nonsquare():
+    m = ConditionalUNet().eval()
+    with torch.no_grad():
+        y = m(torch.randn(1, 2, 24, 40), torch.tensor([10]))
+    assert y.shape == (1, 1, 24, 40)
+    assert torch.isfinite(y).all()
+
+
+def test_attention_block_equals_multihead_attention():
+    torch.manual_seed(0)
+    blk = AttentionBlock(32, num_heads=4, num_groups=8).eval()
+    x = torch.randn(2, 32, 6, 5)
+    qkv = blk.qkv(blk.norm(x)).flatten(2).transpose(1, 2)
+    q, k, v = qkv.chunk(3, dim=-1)
+    o, _ = blk.mha(q, k, v, need_weights=False)
+    ref = x + blk.proj_out(o.transpose(1, 2).reshape(2, 32, 6, 5))
+    torch.testing.assert_close(blk(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_sinusoidal_encoding():
+    enc = SinusoidalPositionalEncoding(8)
+    e = enc(torch.tensor([0.0, 3.0]))
+    assert e.shape == (2, 8)
+    torch.testing.assert_close(e[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+    assert e[1, 0] == pytest.approx(torch.sin(torch.tensor(3.0)).item())
+
+
+def test_gradients_reach_every_parameter():
+    m = ConditionalUNet.from_preset("tiny")
+    m(torch.randn(2, 2, 16, 16), torch.tensor([1, 500])).square().mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_dropout_only_in_training():
+    m = ConditionalUNet.from_preset("tiny", dropout_rate=0.5)
+    x, t = torch.randn(1, 2, 16, 16), torch.tensor([3])
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m(x, t), m(x, t))
+    m.train()
+    with torch.no_grad():
+        assert not torch.equal(m(x, t), m(x, t))
+
+
+def test_channels_last_and_bf16_autocast_agree():
+    torch.manual_seed(0)
+    m = ConditionalUNet.from_preset("tiny").eval()
+    x, t = torch.randn(2, 2, 16, 24), torch.tensor([5, 900])
+    with torch.no_grad():
+        ref = m(x, t)
+        cl = m.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last), t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf = m(x, t)
+    torch.testing.assert_close(cl, ref, atol=1e-5, rtol=1e-5)
+    assert (bf.float() - ref).norm() / ref.norm() < 3e-2
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(base_channels=20), "num_groups_norm"),
+        (dict(num_heads_attn=7, num_groups_norm=8), "num_heads_attn"),
+        (dict(initial_img_resolution=100), "divisible by 8"),
+        (dict(dropout_rate=1.5), "dropout_rate"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ConditionalUNet(**kwargs)
+
+
+def test_bad_inputs_have_clear_errors():
+    m = ConditionalUNet.from_preset("tiny")
+    with pytest.raises(ValueError, match="expects in_img_channels=2"):
+        m(torch.randn(1, 3, 16, 16), torch.tensor([1]))
+    with pytest.raises(ValueError, match="divisible by 2"):
+        m(torch.randn(1, 2, 16, 15), torch.tensor([1]))
+    with pytest.raises(ValueError, match=r"time must have shape \(B,\)"):
+        m(torch.randn(2, 2, 16, 16), torch.tensor([1]))
+    with pytest.raises(ValueError, match="unknown preset"):
+        ConditionalUNet.from_preset("huge")
