@@ -1,0 +1,266 @@
+"""Paired folders and clean-images-plus-task sources, training crops, deterministic splits."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from condiff.config import DataConfig, ModelConfig
+from condiff.data.bundled import export_bundled
+from condiff.data.io import ImageError, list_images, probe_image, read_image, to_model
+from condiff.data.tasks import Task, make_task
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    target: Path
+    cond: Path | None  # None: the condition is made by the task
+
+
+class ImageSource:
+    """A list of items that load as full-size ``(cond, target)`` tensors in [-1, 1]."""
+
+    def __init__(self, items: list[Item], target_channels: int, cond_channels: int,
+                 task: Task | None, color: str | None) -> None:
+        self.items = items
+        self.target_channels = target_channels
+        self.cond_channels = cond_channels
+        self.task = task
+        self.color = color
+        self._cache: dict[int, tuple[Tensor | None, Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_raw(self, i: int) -> tuple[Tensor | None, Tensor]:
+        """(cond or None, target) as decoded from disk, cached."""
+        if i not in self._cache:
+            it = self.items[i]
+            target = to_model(read_image(it.target, self.color)[0])
+            cond = to_model(read_image(it.cond, None)[0]) if it.cond is not None else None
+            self._cache[i] = (cond, target)
+        return self._cache[i]
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        assert self.task is not None
+        return self.task.degrade(target, rng)
+
+
+def paired_source(cfg: DataConfig) -> ImageSource:
+    """cond/ and target/ with matching names (or a CSV manifest), checked before any training."""
+    root = Path(cfg.root)
+    items: list[Item] = []
+    if cfg.manifest:
+        mpath = Path(cfg.manifest)
+        if not mpath.is_file():
+            raise ImageError(f"data.manifest: file not found: {mpath}")
+        with mpath.open(newline="") as f:
+            for row_no, row in enumerate(csv.reader(f), 1):
+                if not row or row[0].strip().lower() == "cond":
+                    continue
+                if len(row) < 2:
+                    raise ImageError(f"{mpath}:{row_no}: expected 'cond,target', got {row}")
+                c, t = (Path(x.strip()) for x in row[:2])
+                c, t = (p if p.is_absolute() else mpath.parent / p for p in (c, t))
+                for p in (c, t):
+                    if not p.is_file():
+                        raise ImageError(f"{mpath}:{row_no}: missing file {p}")
+                items.append(Item(t.stem, t, c))
+    else:
+        cdir, tdir = root / cfg.cond_dir, root / cfg.target_dir
+        conds = {p.stem: p for p in list_images(cdir)}
+        targets = {p.stem: p for p in list_images(tdir)}
+        missing_c = sorted(set(targets) - set(conds))
+        missing_t = sorted(set(conds) - set(targets))
+        if missing_c or missing_t:
+            parts = []
+            if missing_c:
+                parts.append(f"no condition in {cdir} for target(s): " + ", ".join(
+                    str(targets[n].name) for n in missing_c[:10]))
+            if missing_t:
+                parts.append(f"no target in {tdir} for condition(s): " + ", ".join(
+                    str(conds[n].name) for n in missing_t[:10]))
+            raise ImageError("missing pair: " + "; ".join(parts))
+        items = [Item(n, targets[n], conds[n]) for n in sorted(targets)]
+    if not items:
+        raise ImageError(f"no image pairs found under {root}")
+    tc = cc = None
+    for it in items:
+        ti, ci = probe_image(it.target), probe_image(it.cond)  # type: ignore[arg-type]
+        if (ti.height, ti.width) != (ci.height, ci.width):
+            raise ImageError(
+                f"size mismatch: target {it.target} is {ti.width}x{ti.height} but condition "
+                f"{it.cond} is {ci.width}x{ci.height} (pairs must have the same size)"
+            )
+        if tc is None:
+            tc, cc = ti.channels, ci.channels
+        elif (ti.channels, ci.channels) != (tc, cc):
+            raise ImageError(
+                f"channel mismatch: {it.target} / {it.cond} have {ti.channels}/{ci.channels} "
+                f"channels, earlier pairs {tc}/{cc}"
+            )
+    return ImageSource(items, int(tc), int(cc), None, None)  # type: ignore[arg-type]
+
+
+def task_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSource:
+    """Clean images (a folder, or the bundled photographs) + a degradation task."""
+    if cfg.root == "bundled":
+        dest = bundled_dest or Path("runs") / "bundled-photos"
+        paths = export_bundled(dest / cfg.color, cfg.color)
+    else:
+        paths = list_images(cfg.root)
+    if not paths:
+        raise ImageError(f"no images found in {cfg.root}")
+    for p in paths:
+        probe_image(p)  # corrupt files fail here, by name
+    task = make_task(cfg.task)
+    color_c = 1 if cfg.color == "gray" else 3
+    tc = task.target_channels(color_c)
+    color = "rgb" if tc == 3 else "gray"
+    return ImageSource([Item(p.stem, p, None) for p in paths], tc, task.cond_channels(tc), task, color)
+
+
+def make_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSource:
+    return paired_source(cfg) if cfg.kind == "paired" else task_source(cfg, bundled_dest)
+
+
+def check_channels(model: ModelConfig, source: ImageSource) -> None:
+    """The model's channel counts must be the data's; say how to fix it if not."""
+    want_in = source.target_channels + source.cond_channels
+    if model.in_img_channels != want_in or model.out_img_channels != source.target_channels:
+        raise ValueError(
+            f"channel mismatch: the data has {source.target_channels}-channel targets and "
+            f"{source.cond_channels}-channel conditions, so the model needs in_img_channels={want_in} "
+            f"and out_img_channels={source.target_channels}, but it has {model.in_img_channels} and "
+            f"{model.out_img_channels}; set model.in_img_channels={want_in} "
+            f"model.out_img_channels={source.target_channels}"
+        )
+
+
+def split(source: ImageSource, val_count: int) -> tuple[list[int], list[int]]:
+    """Deterministic train/val split: the ``val_count`` names with the smallest SHA-1 go to val."""
+    if val_count >= len(source):
+        raise ValueError(
+            f"data.val_count={val_count} leaves no training images (only {len(source)} found)"
+        )
+    order = sorted(range(len(source)),
+                   key=lambda i: hashlib.sha1(source.items[i].name.encode()).hexdigest())
+    val = sorted(order[:val_count])
+    return [i for i in range(len(source)) if i not in set(val)], val
+
+
+def _crop(cond: Tensor | None, target: Tensor, size: int, y: int, x: int) -> tuple[Tensor | None, Tensor]:
+    t = target[:, y : y + size, x : x + size]
+    c = cond[:, y : y + size, x : x + size] if cond is not None else None
+    return c, t
+
+
+class TrainCrops(Dataset):
+    """Item ``g`` is global sample number ``g``: image, crop, flips and degradation are all a pure
+    function of ``(seed, g)``, so a resumed run (on any number of processes) sees the same data."""
+
+    def __init__(self, source: ImageSource, indices: list[int], crop_size: int, *,
+                 flip: bool = True, seed: int = 0) -> None:
+        self.source, self.indices, self.crop, self.flip, self.seed = source, indices, crop_size, flip, seed
+        mult = source.task.size_multiple() if source.task else 1
+        if crop_size % mult:
+            raise ValueError(f"data.crop_size={crop_size} must be divisible by the task factor {mult}")
+        for i in indices:
+            it = source.items[i]
+            info = probe_image(it.target)
+            if info.height < crop_size or info.width < crop_size:
+                raise ImageError(
+                    f"{it.target}: image is {info.width}x{info.height}, smaller than "
+                    f"data.crop_size={crop_size}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, g: int) -> tuple[Tensor, Tensor]:
+        n = len(self.indices)
+        epoch, pos = divmod(int(g), n)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+        rng = np.random.default_rng([self.seed, 1 << 20, int(g)])
+        cond, target = self.source.load_raw(self.indices[int(perm[pos])])
+        _, h, w = target.shape
+        y, x = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+        cond, target = _crop(cond, target, self.crop, y, x)
+        if self.flip:
+            dims = [d for d, on in ((2, rng.random() < 0.5), (1, rng.random() < 0.5)) if on]
+            if dims:
+                target = target.flip(dims)
+                cond = cond.flip(dims) if cond is not None else None
+        if cond is None:
+            cond = self.source.degrade(target, rng)
+        return cond.contiguous(), target.contiguous()
+
+
+class ValCrops(Dataset):
+    """Center crops of the held-out images (degradations seeded by index)."""
+
+    def __init__(self, source: ImageSource, indices: list[int], crop_size: int) -> None:
+        self.source, self.indices, self.crop = source, indices, crop_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        cond, target = self.source.load_raw(self.indices[k])
+        _, h, w = target.shape
+        s = min(self.crop, h, w)
+        cond, target = _crop(cond, target, s, (h - s) // 2, (w - s) // 2)
+        if cond is None:
+            cond = self.source.degrade(target, np.random.default_rng([7, k]))
+        return cond.contiguous(), target.contiguous()
+
+
+class GlobalSampleSampler(Sampler[int]):
+    """Yields this process's share of global sample numbers, from ``start`` on, forever.
+
+    Global micro-batch ``k`` is samples ``[k*G, (k+1)*G)`` with ``G = world * micro_batch``; rank
+    ``r`` takes ``[k*G + r*micro_batch, ... + micro_batch)``.
+    """
+
+    def __init__(self, start: int, micro_batch: int, rank: int = 0, world: int = 1) -> None:
+        self.start, self.b, self.rank, self.world = start, micro_batch, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        g = self.start
+        while True:
+            base = g + self.rank * self.b
+            yield from range(base, base + self.b)
+            g += self.world * self.b
+
+    def __len__(self) -> int:  # pragma: no cover - infinite
+        return 2**62
+
+
+def full_images(source: ImageSource, indices: list[int], multiple: int) -> list[tuple[str, Tensor, Tensor]]:
+    """Whole held-out images, cropped to a multiple of ``multiple``, with their conditions."""
+    out = []
+    for k, i in enumerate(indices):
+        cond, target = source.load_raw(i)
+        _, h, w = target.shape
+        h2, w2 = h - h % multiple, w - w % multiple
+        target = target[:, :h2, :w2]
+        if cond is None:
+            cond = source.degrade(target, np.random.default_rng([7, k]))
+        else:
+            cond = cond[:, :h2, :w2]
+        out.append((source.items[i].name, cond.contiguous(), target.contiguous()))
+    return out
+
+
+def collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    conds, targets = zip(*batch, strict=True)
+    return torch.stack(conds), torch.stack(targets)

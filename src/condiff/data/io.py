@@ -1,0 +1,152 @@
+"""Image files <-> float arrays. PNG, JPEG, BMP through Pillow; TIFF through tifffile.
+
+Arrays are ``(H, W, C)`` float32 in [0, 1] here; tensors for the network are ``(C, H, W)`` in
+[-1, 1] (``to_model`` / ``from_model``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+class ImageError(ValueError):
+    """An image file cannot be used; the message names the file and what was expected."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: Path
+    height: int
+    width: int
+    channels: int
+    bit_depth: int  # 8 or 16
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+def probe_image(path: str | Path) -> ImageInfo:
+    """Size, channels and bit depth from the file's header (cheap; raises ImageError by name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                shape, dtype = page.shape, page.dtype
+            h, w = shape[:2]
+            c = 1 if len(shape) == 2 else shape[2]
+            depth = 16 if dtype.itemsize >= 2 else 8
+        else:
+            with Image.open(path) as im:
+                w, h = im.size
+                mode = im.mode
+            c = {"L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3}.get(mode)
+            if c is None:
+                raise ImageError(f"{path}: unsupported image mode {mode!r} (expected gray or RGB)")
+            depth = 16 if mode in ("I;16", "I;16B", "I") else 8
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, IndexError) as e:
+        raise ImageError(f"{path}: unreadable or corrupt image ({e})") from None
+    return ImageInfo(path, int(h), int(w), int(c), depth)
+
+
+def read_image(path: str | Path, color: str | None = None) -> tuple[np.ndarray, int]:
+    """Read ``(H, W, C)`` float32 in [0, 1] and the file's bit depth (8 or 16).
+
+    ``color``: "gray" or "rgb" converts; None keeps the file's channels (gray 1, RGB 3; alpha dropped).
+    """
+    path = Path(path)
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("P", "RGBA", "LA", "CMYK", "YCbCr"):
+                    im = im.convert("RGB" if im.mode != "LA" else "L")
+                arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageError(f"{path}: unreadable or corrupt image ({e})") from None
+    if arr.dtype == np.uint8:
+        x, depth = arr.astype(np.float32) / 255.0, 8
+    elif arr.dtype in (np.uint16, np.int32, np.uint32):
+        x, depth = np.clip(arr.astype(np.float32) / 65535.0, 0, 1), 16
+    elif arr.dtype.kind == "f":
+        x, depth = np.clip(arr.astype(np.float32), 0, 1), 16
+    elif arr.dtype == bool:
+        x, depth = arr.astype(np.float32), 8
+    else:
+        raise ImageError(f"{path}: unsupported pixel type {arr.dtype}")
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: expected a gray or RGB image, got array shape {arr.shape}")
+    if x.shape[2] == 2:  # gray + alpha
+        x = x[:, :, :1]
+    if x.shape[2] == 4:  # RGBA
+        x = x[:, :, :3]
+    if color == "gray" and x.shape[2] == 3:
+        x = (x @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]  # ITU-R 601 luma
+    elif color == "rgb" and x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return np.ascontiguousarray(x), depth
+
+
+def to_model(x: np.ndarray) -> Tensor:
+    """(H, W, C) in [0, 1] -> (C, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))) * 2 - 1
+
+
+def from_model(x: Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) float32 in [0, 1] (clipped)."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def write_image(path: str | Path, x: np.ndarray, bit_depth: int = 8) -> Path:
+    """Write (H, W, C) in [0, 1]: 8-bit PNG/JPEG, or 16-bit TIFF (or PNG for gray). Atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.clip(x, 0, 1)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    tmp = Path(tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)[1])
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            dtype, scale = (np.uint16, 65535) if bit_depth == 16 else (np.uint8, 255)
+            tifffile.imwrite(tmp, np.round(x * scale).astype(dtype))
+        elif bit_depth == 16 and x.ndim == 2:
+            Image.fromarray(np.round(x * 65535).astype(np.uint16)).save(tmp, format="PNG")
+        else:
+            fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}.get(path.suffix.lower(), "PNG")
+            Image.fromarray(np.round(x * 255).astype(np.uint8)).save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,146 @@
+"""Degradation tasks: make the condition from a clean target, on the fly.
+
+Each task works on ``(C, H, W)`` tensors in [-1, 1], knows its condition's channel count, and
+offers the simple baseline an evaluation compares against.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from condiff.config import TaskConfig
+
+
+def resize_bicubic(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bicubic resize of (C, H, W) or (B, C, H, W), antialiased when shrinking."""
+    batched = x.ndim == 4
+    y = F.interpolate(x if batched else x[None], size=size, mode="bicubic", antialias=True,
+                      align_corners=False)
+    return y if batched else y[0]
+
+
+class Task:
+    """Base: ``degrade(target, rng)`` -> condition; ``baseline(cond)`` -> a target estimate."""
+
+    name = "task"
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.cfg = cfg
+
+    def cond_channels(self, target_channels: int) -> int:
+        return target_channels
+
+    def target_channels(self, color_channels: int) -> int:
+        return color_channels
+
+    def size_multiple(self) -> int:
+        return 1
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def baseline(self, cond: Tensor, target_channels: int) -> Tensor:
+        return cond[:target_channels]
+
+
+class SuperResolution(Task):
+    """Condition: bicubic downscale by ``factor`` then bicubic upscale back (SR3's setup)."""
+
+    name = "super_resolution"
+
+    def size_multiple(self) -> int:
+        return self.cfg.factor
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        _, h, w = target.shape
+        f = self.cfg.factor
+        low = resize_bicubic(target, (h // f, w // f))
+        return resize_bicubic(low, (h, w)).clamp(-1, 1)
+
+    def baseline(self, cond: Tensor, target_channels: int) -> Tensor:
+        return cond  # the bicubic upscale itself
+
+
+class Denoising(Task):
+    """Condition: target + Gaussian noise of std ``sigma`` (on the [0, 1] scale)."""
+
+    name = "denoising"
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        noise = torch.from_numpy(rng.standard_normal(target.shape).astype(np.float32))
+        return target + 2 * self.cfg.sigma * noise  # [-1, 1] scale doubles the std
+
+
+class Colorization(Task):
+    """Condition: luma of the RGB target; target: RGB."""
+
+    name = "colorization"
+
+    def cond_channels(self, target_channels: int) -> int:
+        return 1
+
+    def target_channels(self, color_channels: int) -> int:
+        return 3
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        return (target * w).sum(0, keepdim=True)
+
+    def baseline(self, cond: Tensor, target_channels: int) -> Tensor:
+        return cond.expand(target_channels, -1, -1)
+
+
+class Inpainting(Task):
+    """Condition: target with random rectangles set to 0, plus the mask (1 = known) as a channel."""
+
+    name = "inpainting"
+
+    def cond_channels(self, target_channels: int) -> int:
+        return target_channels + 1
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        _, h, w = target.shape
+        mask = np.ones((h, w), dtype=np.float32)
+        hidden, goal = 0.0, self.cfg.mask_fraction * h * w
+        while hidden < goal:
+            bh = int(rng.integers(max(1, h // 8), max(2, h // 2)))
+            bw = int(rng.integers(max(1, w // 8), max(2, w // 2)))
+            y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+            mask[y : y + bh, x : x + bw] = 0
+            hidden = float((mask == 0).sum())
+        m = torch.from_numpy(mask)[None]
+        return torch.cat([target * m, m * 2 - 1])  # mask in [-1, 1] like every other channel
+
+    def baseline(self, cond: Tensor, target_channels: int) -> Tensor:
+        return cond[:target_channels]
+
+
+class Jpeg(Task):
+    """Condition: the target JPEG-compressed at ``quality``."""
+
+    name = "jpeg"
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        arr = np.round(((target.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).astype(np.uint8)
+        im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=self.cfg.quality)
+        out = np.asarray(Image.open(buf)).astype(np.float32) / 127.5 - 1
+        if out.ndim == 2:
+            out = out[:, :, None]
+        return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+TASKS: dict[str, type[Task]] = {
+    t.name: t for t in (SuperResolution, Denoising, Colorization, Inpainting, Jpeg)
+}
+
+
+def make_task(cfg: TaskConfig) -> Task:
+    return TASKS[cfg.name](cfg)

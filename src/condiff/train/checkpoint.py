@@ -1,0 +1,165 @@
+"""Checkpoints: ``config.json`` + ``model.safetensors`` + ``ema.safetensors`` + ``state.pt``.
+
+Each is written into a temporary folder, flushed to disk, then renamed into place in one atomic
+step, so a checkpoint folder is either whole or absent. ``state.pt`` holds only tensors and plain
+values (optimizer, LR schedule, scaler, step, RNG) and is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CKPT_RE = re.compile(r"^step_(\d{9})$")
+FILES = ("config.json", "model.safetensors", "ema.safetensors", "state.pt")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not fit; the message names the file."""
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tensors_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(
+    ckpt_root: str | Path,
+    step: int,
+    *,
+    config: dict[str, Any],
+    model: nn.Module,
+    ema: nn.Module,
+    state: dict[str, Any],
+    keep_last: int = 3,
+) -> Path:
+    """Write ``ckpt_root/step_{step:09d}`` atomically and keep the newest ``keep_last``."""
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:09d}"
+    tmp = root / f".tmp-step_{step:09d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        meta = {"format": "condiff", "step": step}
+        (tmp / "config.json").write_text(json.dumps({**config, "checkpoint": meta}, indent=2))
+        save_file(tensors_of(model), str(tmp / "model.safetensors"), metadata={"step": str(step)})
+        save_file(tensors_of(ema), str(tmp / "ema.safetensors"), metadata={"step": str(step)})
+        torch.save(state, tmp / "state.pt")
+        for f in FILES:
+            _fsync(tmp / f)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(root)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = "the disk is full" if e.errno == errno.ENOSPC else str(e)
+        raise CheckpointError(
+            f"could not write checkpoint {final} ({why}); earlier checkpoints are untouched"
+        ) from e
+    for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Finished checkpoint folders under ``root``, oldest first (temporary folders ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and CKPT_RE.match(p.name))
+
+
+def validate_checkpoint(path: str | Path) -> None:
+    """Raise CheckpointError naming the first missing or unreadable file."""
+    path = Path(path)
+    for f in FILES:
+        if not (path / f).is_file():
+            raise CheckpointError(f"{path / f}: missing (incomplete checkpoint)")
+    try:
+        json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path / 'config.json'}: unreadable ({e})") from None
+    for f in ("model.safetensors", "ema.safetensors"):
+        read_weights(path / f)
+
+
+def read_weights(file: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except Exception as e:  # safetensors raises its own error type for truncated headers
+        raise CheckpointError(f"{file}: unreadable or truncated safetensors file ({e})") from None
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / "state.pt"
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated pickles/zips
+        raise CheckpointError(f"{file}: unreadable or truncated training state ({e})") from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """Newest checkpoint that is whole; damaged ones are skipped with a warning."""
+    import warnings
+
+    for path in reversed(list_checkpoints(root)):
+        try:
+            validate_checkpoint(path)
+            read_state(path)
+            return path
+        except CheckpointError as e:
+            warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder (its newest whole checkpoint) or a checkpoint folder itself."""
+    path = Path(path)
+    if (path / "model.safetensors").exists() or (path / "config.json").exists():
+        validate_checkpoint(path)
+        return path
+    for root in (path / "checkpoints", path):
+        if list_checkpoints(root):
+            found = latest_checkpoint(root)
+            if found is None:
+                raise CheckpointError(f"{root}: no whole checkpoint (all are damaged)")
+            return found
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no model.safetensors) and no checkpoints/step_* inside"
+    )
+
+
+def load_weights(model: nn.Module, file: str | Path) -> None:
+    sd = read_weights(file)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{file}: weights do not fit the model in config.json ({e})") from None

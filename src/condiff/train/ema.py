@@ -1,0 +1,29 @@
+"""Exponential moving average of the weights, kept in float32 (Polyak averaging)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """``self.model`` is a frozen float32 copy whose parameters are the running average."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
+
+    def effective_decay(self, step: int) -> float:
+        """Warm-up: average over the steps seen so far until ``decay`` takes over."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = self.effective_decay(step)
+        ema_p = list(self.model.parameters())
+        src_p = [p.detach().float() for p in model.parameters()]
+        torch._foreach_lerp_(ema_p, src_p, 1 - d)  # ema += (1 - d) * (p - ema)
+        for eb, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            eb.copy_(b)

@@ -1,0 +1,380 @@
+"""``fit()``: from a RunConfig to a trained model, on one process or many (torchrun + DDP)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from condiff.config import RunConfig, save_config
+from condiff.data import GlobalSampleSampler, TrainCrops, ValCrops, check_channels, make_source, split
+from condiff.data.datasets import collate
+from condiff.diffusion import NoiseSchedule, diffusion_loss
+from condiff.nn import ConditionalUNet
+from condiff.train import checkpoint as ckpt
+from condiff.train.distributed import DistInfo, init_distributed
+from condiff.train.ema import EMA
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses; the last good checkpoint is kept."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    interrupted: bool = False
+    skipped_steps: int = 0
+    img_per_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_precision(cfg_precision: str, device: torch.device) -> str:
+    if cfg_precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg_precision
+
+
+def autocast_ctx(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def build_model(cfg: RunConfig) -> ConditionalUNet:
+    return ConditionalUNet(**cfg.model.network_kwargs())
+
+
+def build_schedule(cfg: RunConfig) -> NoiseSchedule:
+    d = cfg.diffusion
+    return NoiseSchedule(d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr)
+
+
+def lr_lambda(cfg: RunConfig):
+    tc = cfg.train
+
+    def f(step: int) -> float:
+        if tc.warmup_steps and step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        if tc.lr_schedule == "cosine":
+            span = max(1, tc.steps - tc.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - tc.warmup_steps) / span)))
+        return 1.0
+
+    return f
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix-style mixing), stable across processes."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (p + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2))) & 0xFFFFFFFFFFFFFFFF
+        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is saved first."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.set:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def fit(
+    cfg: RunConfig,
+    *,
+    resume: str | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``cfg``. ``resume``: None, "auto" (newest whole checkpoint in the run folder, if any),
+    or a checkpoint path. ``stop_after``: leave (saving a checkpoint) after this many steps of this
+    call, as an interruption would."""
+    dist_info, device = init_distributed(cfg.train.device)
+    tc = cfg.train
+    run_dir = Path(tc.output_dir)
+    ckpt_root = run_dir / "checkpoints"
+    precision = resolve_precision(tc.precision, device)
+    channels_last = tc.channels_last if tc.channels_last is not None else device.type == "cuda"
+    fused = tc.fused_adamw if tc.fused_adamw is not None else device.type == "cuda"
+
+    micro, rem = divmod(tc.batch_size, dist_info.world * tc.grad_accum)
+    if rem or micro < 1:
+        raise ValueError(
+            f"train.batch_size={tc.batch_size} must be divisible by processes ({dist_info.world}) x "
+            f"train.grad_accum ({tc.grad_accum})"
+        )
+
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    source = make_source(cfg.data, bundled_dest=run_dir / "data")
+    check_channels(cfg.model, source)
+    train_idx, val_idx = split(source, cfg.data.val_count)
+
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, tc.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas,
+                            weight_decay=tc.weight_decay, **({"fused": True} if fused else {}))
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    schedule = build_schedule(cfg)
+
+    start_step, loaded_from = 0, None
+    if resume:
+        path = ckpt.latest_checkpoint(ckpt_root) if resume == "auto" else ckpt.resolve_checkpoint(resume)
+        if path is not None:
+            ckpt.load_weights(model, path / "model.safetensors")
+            ckpt.load_weights(ema.model, path / "ema.safetensors")
+            state = ckpt.read_state(path)
+            opt.load_state_dict(state["optimizer"])
+            lr_sched.load_state_dict(state["lr_schedule"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            start_step, loaded_from = int(state["step"]), path
+            if "torch_rng" in state:
+                torch.set_rng_state(state["torch_rng"])
+    if dist_info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        net = torch.compile(net)
+
+    train_set = TrainCrops(source, train_idx, cfg.data.crop_size, flip=cfg.data.flip, seed=tc.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=micro,
+        sampler=GlobalSampleSampler(start_step * tc.batch_size, micro, dist_info.rank, dist_info.world),
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.data.pin_memory and device.type == "cuda",
+        collate_fn=collate,
+        persistent_workers=cfg.data.num_workers > 0,
+        prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+    )
+    batches: Iterator[tuple[Tensor, Tensor]] = iter(loader)
+    val_set = ValCrops(source, val_idx, cfg.data.crop_size) if val_idx else None
+
+    writer = None
+    if dist_info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        if loaded_from is not None:
+            print(f"resumed from {loaded_from} at step {start_step}")
+
+    result = FitResult(run_dir, start_step, loaded_from)
+    total = tc.steps
+    pbar = None
+    if progress and dist_info.is_main:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def save(step: int) -> Path | None:
+        path = None
+        if dist_info.is_main:
+            state = {
+                "step": step,
+                "samples_seen": step * tc.batch_size,
+                "optimizer": opt.state_dict(),
+                "lr_schedule": lr_sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "torch_rng": torch.get_rng_state(),
+                "skipped_steps": result.skipped_steps,
+            }
+            path = ckpt.save_checkpoint(ckpt_root, step, config=cfg.to_dict(), model=model,
+                                        ema=ema.model, state=state, keep_last=tc.keep_last)
+        if dist_info.enabled:
+            torch.distributed.barrier()
+        return path
+
+    g_batch = dist_info.world * micro
+    nonfinite_run = 0
+    log_loss, log_n, log_t0, log_imgs = 0.0, 0, time.perf_counter(), 0
+    step = start_step
+    steps_this_call = 0
+    with _StopFlag() as stop:
+        while step < total:
+            opt.zero_grad(set_to_none=True)
+            loss_acc = torch.zeros((), device=device)
+            for k in range(tc.grad_accum):
+                cond, x0 = next(batches)
+                cond = cond.to(device, non_blocking=True)
+                x0 = x0.to(device, non_blocking=True)
+                if channels_last:
+                    cond = cond.contiguous(memory_format=torch.channels_last)
+                    x0 = x0.contiguous(memory_format=torch.channels_last)
+                # Timesteps and noise for the whole global micro-batch, then this rank's slice:
+                # the same draws whatever the number of processes.
+                gen = torch.Generator(device).manual_seed(_seed(tc.seed, step, k))
+                t_all = torch.randint(0, schedule.num_timesteps, (g_batch,), device=device, generator=gen)
+                eps_all = torch.randn((g_batch, *x0.shape[1:]), device=device, generator=gen)
+                lo = dist_info.rank * micro
+                t, eps = t_all[lo : lo + micro], eps_all[lo : lo + micro]
+                torch.manual_seed(_seed(tc.seed, step, k, 1))  # dropout and condition dropout
+                sync = (contextlib.nullcontext() if k == tc.grad_accum - 1 or not dist_info.enabled
+                        else net.no_sync())  # type: ignore[operator]
+                with sync:
+                    with autocast_ctx(precision, device):
+                        loss = diffusion_loss(
+                            net, x0, cond, schedule, objective=cfg.diffusion.objective,
+                            weighting=cfg.diffusion.weighting, snr_gamma=cfg.diffusion.snr_gamma,
+                            loss=cfg.diffusion.loss, cond_drop_prob=cfg.diffusion.cond_drop_prob,
+                            t=t, eps=eps,
+                        ).mean() / tc.grad_accum
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                loss_acc += loss.detach()
+            if scaler is not None:
+                scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf")
+            )
+            # One host sync per step: grads are all-reduced, so every rank agrees on finiteness.
+            finite = bool(torch.isfinite(grad_norm).item())
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            elif finite:
+                opt.step()
+            if finite:
+                lr_sched.step()
+                ema.update(model, step)
+                nonfinite_run = 0
+            else:
+                nonfinite_run += 1
+                result.skipped_steps += 1
+                if writer is not None:
+                    writer.add_scalar("train/skipped_steps", result.skipped_steps, step)
+                if nonfinite_run >= tc.max_nonfinite:
+                    last = ckpt.latest_checkpoint(ckpt_root)
+                    raise TrainingDiverged(
+                        f"{nonfinite_run} consecutive non-finite losses at step {step}; stopping. "
+                        f"Last good checkpoint: {last or 'none yet'}. Try a lower train.lr, "
+                        "train.precision=bf16 instead of fp16, or train.grad_clip=1.0"
+                    )
+            step += 1
+            steps_this_call += 1
+            result.step = step
+            log_imgs += tc.batch_size
+            if finite:
+                log_loss += float(loss_acc)
+                log_n += 1
+
+            if step % tc.log_every == 0 or step == total:
+                dt = time.perf_counter() - log_t0
+                ips = log_imgs / dt if dt > 0 else 0.0
+                mean_loss = log_loss / max(1, log_n)
+                result.img_per_s = ips
+                result.history.append({"step": step, "loss": mean_loss, "img_per_s": ips})
+                if writer is not None:
+                    writer.add_scalar("train/loss", mean_loss, step)
+                    writer.add_scalar("train/lr", lr_sched.get_last_lr()[0], step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                    writer.add_scalar("train/img_per_s", ips, step)
+                    writer.add_scalar("train/skipped_steps", result.skipped_steps, step)
+                if pbar is not None:
+                    pbar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.1f}")
+                log_loss, log_n, log_t0, log_imgs = 0.0, 0, time.perf_counter(), 0
+            if pbar is not None:
+                pbar.update(1)
+
+            if dist_info.is_main and val_set is not None and (step % tc.val_every == 0 or step == total):
+                metrics, grid = validate(cfg, ema.model, schedule, val_set, device, precision)
+                for k2, v in metrics.items():
+                    writer.add_scalar(f"val/{k2}", v, step)  # type: ignore[union-attr]
+                result.history.append({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+                if step % tc.image_every == 0 or step == total:
+                    writer.add_image("val/cond|sample|target", grid, step)  # type: ignore[union-attr]
+            if step % tc.ckpt_every == 0 or step == total:
+                result.checkpoint = save(step)
+            if stop.set or (stop_after is not None and steps_this_call >= stop_after):
+                if step % tc.ckpt_every and step != total:
+                    result.checkpoint = save(step)
+                result.interrupted = True
+                break
+    if pbar is not None:
+        pbar.close()
+    if writer is not None:
+        writer.flush()
+        writer.close()
+    return result
+
+
+@torch.no_grad()
+def validate(cfg: RunConfig, model: nn.Module, schedule: NoiseSchedule, val_set: ValCrops,
+             device: torch.device, precision: str) -> tuple[dict[str, float], Tensor]:
+    """Sample the held-out crops with the EMA model: PSNR/SSIM of samples and of the baseline."""
+    from condiff.data.io import from_model
+    from condiff.diffusion import sample
+    from condiff.evaluate.metrics import psnr, ssim
+
+    conds, targets = collate([val_set[i] for i in range(len(val_set))])
+    conds, targets = conds.to(device), targets.to(device)
+    task = val_set.source.task
+    tc_ = targets.shape[1]
+    model.eval()
+    with autocast_ctx(precision, device):
+        out = sample(model, conds, schedule, target_channels=tc_, sampler=cfg.sample.sampler,
+                     steps=cfg.train.val_steps, generator=torch.Generator(device).manual_seed(0),
+                     objective=cfg.diffusion.objective, spacing=cfg.sample.spacing, clip=cfg.sample.clip)
+    m: dict[str, list[float]] = {"psnr": [], "ssim": [], "baseline_psnr": [], "baseline_ssim": []}
+    for i in range(len(targets)):
+        tgt, pred = from_model(targets[i]), from_model(out[i])
+        m["psnr"].append(psnr(pred, tgt))
+        m["ssim"].append(ssim(pred, tgt))
+        if task is not None or conds.shape[1] >= tc_:
+            base = task.baseline(conds[i].cpu(), tc_) if task is not None else conds[i, :tc_].cpu()
+            b = from_model(base)
+            m["baseline_psnr"].append(psnr(b, tgt))
+            m["baseline_ssim"].append(ssim(b, tgt))
+    metrics = {k: float(sum(v) / len(v)) for k, v in m.items() if v}
+    return metrics, image_grid(conds[:4], out[:4], targets[:4])
+
+
+def image_grid(cond: Tensor, sample_: Tensor, target: Tensor) -> Tensor:
+    """Rows of condition | sample | target, (3, H*rows, W*3) in [0, 1] for TensorBoard."""
+    c = target.shape[1]
+
+    def rgb(x: Tensor) -> Tensor:
+        x = x[:, :c] if x.shape[1] >= c else x[:, :1].expand(-1, c, -1, -1)
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
+        return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
+
+    rows = [torch.cat([rgb(cond)[i], rgb(sample_)[i], rgb(target)[i]], dim=2) for i in range(len(target))]
+    return torch.cat(rows, dim=1)
