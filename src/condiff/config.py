@@ -6,6 +6,7 @@ what was expected, so a bad YAML or command-line override fails before any work 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import types
@@ -76,12 +77,21 @@ class DiffusionConfig:
     snr_gamma: float = 5.0  # min-SNR-gamma (Hang et al. 2023), used when weighting == "min_snr"
     loss: Literal["l2", "l1"] = "l2"
     cond_drop_prob: float = 0.0  # replace the condition by zeros with this probability
+    # Diffuse the residual target - cond[:C_target] (SRDiff, Li et al. 2022); samples add it back.
+    # For tasks whose condition is already a rough target (super-resolution, denoising, JPEG).
+    residual: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.num_timesteps >= 2, "diffusion.num_timesteps", "must be >= 2", self.num_timesteps)
+        _check(
+            self.num_timesteps >= 2, "diffusion.num_timesteps", "must be >= 2", self.num_timesteps
+        )
         _check(self.snr_gamma > 0, "diffusion.snr_gamma", "must be > 0", self.snr_gamma)
-        _check(0 <= self.cond_drop_prob < 1, "diffusion.cond_drop_prob", "must be in [0, 1)",
-               self.cond_drop_prob)
+        _check(
+            0 <= self.cond_drop_prob < 1,
+            "diffusion.cond_drop_prob",
+            "must be in [0, 1)",
+            self.cond_drop_prob,
+        )
 
 
 @dataclass
@@ -98,8 +108,12 @@ class TaskConfig:
         _check(self.factor in (2, 4, 8), "data.task.factor", "must be 2, 4 or 8", self.factor)
         _check(self.sigma > 0, "data.task.sigma", "must be > 0", self.sigma)
         _check(1 <= self.quality <= 95, "data.task.quality", "must be in 1..95", self.quality)
-        _check(0 < self.mask_fraction < 1, "data.task.mask_fraction", "must be in (0, 1)",
-               self.mask_fraction)
+        _check(
+            0 < self.mask_fraction < 1,
+            "data.task.mask_fraction",
+            "must be in (0, 1)",
+            self.mask_fraction,
+        )
 
 
 @dataclass
@@ -155,8 +169,18 @@ class TrainConfig:
     max_nonfinite: int = 20  # consecutive non-finite losses before the run stops
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "image_every", "val_every",
-                     "ckpt_every", "keep_last", "max_nonfinite", "val_steps"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "log_every",
+            "image_every",
+            "val_every",
+            "ckpt_every",
+            "keep_last",
+            "max_nonfinite",
+            "val_steps",
+        ):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"train.{name}", "must be a positive integer", v)
         _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
@@ -165,8 +189,12 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0", self.grad_clip)
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)", self.ema_decay)
         _check(all(0 <= b < 1 for b in self.betas), "train.betas", "must be in [0, 1)", self.betas)
-        _check(self.batch_size % self.grad_accum == 0, "train.batch_size",
-               f"must be divisible by train.grad_accum={self.grad_accum}", self.batch_size)
+        _check(
+            self.batch_size % self.grad_accum == 0,
+            "train.batch_size",
+            f"must be divisible by train.grad_accum={self.grad_accum}",
+            self.batch_size,
+        )
 
 
 @dataclass
@@ -184,8 +212,12 @@ class SampleConfig:
         _check(self.steps >= 1, "sample.steps", "must be >= 1", self.steps)
         _check(self.eta >= 0, "sample.eta", "must be >= 0", self.eta)
         if self.dynamic_threshold is not None:
-            _check(0 < self.dynamic_threshold < 1, "sample.dynamic_threshold", "must be in (0, 1)",
-                   self.dynamic_threshold)
+            _check(
+                0 < self.dynamic_threshold < 1,
+                "sample.dynamic_threshold",
+                "must be in (0, 1)",
+                self.dynamic_threshold,
+            )
 
 
 @dataclass
@@ -258,10 +290,8 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         return float(value)

@@ -22,8 +22,16 @@ def exact_eps(schedule):
 
 def _gaussian_run(sampler, steps):
     sched = NoiseSchedule("linear")
-    x = sample(exact_eps(sched), torch.zeros(4, 1, 64, 64), sched, target_channels=1,
-               sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0), clip=False)
+    x = sample(
+        exact_eps(sched),
+        torch.zeros(4, 1, 64, 64),
+        sched,
+        target_channels=1,
+        sampler=sampler,
+        steps=steps,
+        generator=torch.Generator().manual_seed(0),
+        clip=False,
+    )
     return x.mean().item(), x.std().item()
 
 
@@ -31,8 +39,15 @@ def _gaussian_run(sampler, steps):
 # -0.006 at 200); dpmpp_2m -0.040 at 20, -0.004 at 50; heun -0.032 at 20, -0.006 at 50.
 @pytest.mark.parametrize(
     "sampler,steps,tol",
-    [("ddpm", 1000, 0.01), ("ddim", 200, 0.01), ("euler", 200, 0.01), ("dpmpp_2m", 50, 0.01),
-     ("heun", 50, 0.01), ("dpmpp_2m", 10, 0.15), ("heun", 10, 0.15)],
+    [
+        ("ddpm", 1000, 0.01),
+        ("ddim", 200, 0.01),
+        ("euler", 200, 0.01),
+        ("dpmpp_2m", 50, 0.01),
+        ("heun", 50, 0.01),
+        ("dpmpp_2m", 10, 0.15),
+        ("heun", 10, 0.15),
+    ],
 )
 def test_samplers_reproduce_gaussian_data(sampler, steps, tol):
     mean, std = _gaussian_run(sampler, steps)
@@ -84,8 +99,14 @@ def test_condition_is_concatenated_after_x_t_and_can_be_dropped():
         return torch.zeros_like(x[:, :1])
 
     diffusion_loss(model, x0, cond, sched, eps=torch.zeros_like(x0))
-    assert seen["x"].shape[1] == 2 and torch.all(seen["x"][:, 1] == 1) and torch.all(seen["x"][:, 0] == 0)
-    diffusion_loss(model, x0, cond, sched, cond_drop_prob=0.5, generator=torch.Generator().manual_seed(0))
+    assert (
+        seen["x"].shape[1] == 2
+        and torch.all(seen["x"][:, 1] == 1)
+        and torch.all(seen["x"][:, 0] == 0)
+    )
+    diffusion_loss(
+        model, x0, cond, sched, cond_drop_prob=0.5, generator=torch.Generator().manual_seed(0)
+    )
     kept = seen["x"][:, 1].flatten(1).mean(1)
     assert 0 < (kept == 0).sum() < 64  # some conditions zeroed, not all
 
@@ -99,8 +120,16 @@ def test_ddim_eta0_is_bitwise_reproducible_and_generator_controls_noise():
     cond = torch.randn(2, 1, 16, 16)
 
     def run(sampler, seed, eta=0.0):
-        return sample(m, cond, sched, target_channels=1, sampler=sampler, steps=5, eta=eta,
-                      generator=torch.Generator().manual_seed(seed))
+        return sample(
+            m,
+            cond,
+            sched,
+            target_channels=1,
+            sampler=sampler,
+            steps=5,
+            eta=eta,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     assert torch.equal(run("ddim", 1), run("ddim", 1))
     assert torch.equal(run("ddpm", 1), run("ddpm", 1))

@@ -15,14 +15,24 @@ def n_params(m: nn.Module) -> int:
 def test_default_constructor_is_the_spec_defaults():
     m = ConditionalUNet()
     assert m.config == dict(
-        in_img_channels=2, out_img_channels=1, base_channels=64, channel_mults=(1, 2, 3, 4),
-        num_res_blocks_per_level=2, attention_resolutions=(120, 60), dropout_rate=0.1,
-        time_emb_dim=256, time_emb_mlp_dim=1024, num_heads_attn=8, num_groups_norm=32,
+        in_img_channels=2,
+        out_img_channels=1,
+        base_channels=64,
+        channel_mults=(1, 2, 3, 4),
+        num_res_blocks_per_level=2,
+        attention_resolutions=(120, 60),
+        dropout_rate=0.1,
+        time_emb_dim=256,
+        time_emb_mlp_dim=1024,
+        num_heads_attn=8,
+        num_groups_norm=32,
         initial_img_resolution=120,
     )
 
 
-@pytest.mark.parametrize("preset,count", [("seed-default", 19_483_137), ("seed-rgb480", 20_802_435)])
+@pytest.mark.parametrize(
+    "preset,count", [("seed-default", 19_483_137), ("seed-rgb480", 20_802_435)]
+)
 def test_parameter_counts(preset, count):
     assert n_params(ConditionalUNet.from_preset(preset)) == count
 

@@ -73,11 +73,25 @@ def test_ddim_loop_matches_diffusers(kind, dkind, eta):
     )
     ref.set_timesteps(20)
     x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    ours = _ours("ddim", sched, x_T, sched.timesteps(20, "leading"), eta=eta,
-                 generator=torch.Generator().manual_seed(1))
-    theirs = _loop(ref, gaussian_eps(sched), x_T.clone(), ref.timesteps,
-                   {"eta": eta, "use_clipped_model_output": True,
-                    "generator": torch.Generator().manual_seed(1)})
+    ours = _ours(
+        "ddim",
+        sched,
+        x_T,
+        sched.timesteps(20, "leading"),
+        eta=eta,
+        generator=torch.Generator().manual_seed(1),
+    )
+    theirs = _loop(
+        ref,
+        gaussian_eps(sched),
+        x_T.clone(),
+        ref.timesteps,
+        {
+            "eta": eta,
+            "use_clipped_model_output": True,
+            "generator": torch.Generator().manual_seed(1),
+        },
+    )
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
@@ -89,24 +103,35 @@ def test_ddpm_loop_matches_diffusers(steps):
     ref.set_timesteps(timesteps=ts.tolist())
     x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     ours = _ours("ddpm", sched, x_T, ts, generator=torch.Generator().manual_seed(3))
-    theirs = _loop(ref, gaussian_eps(sched), x_T.clone(), ref.timesteps,
-                   {"generator": torch.Generator().manual_seed(3)})
+    theirs = _loop(
+        ref,
+        gaussian_eps(sched),
+        x_T.clone(),
+        ref.timesteps,
+        {"generator": torch.Generator().manual_seed(3)},
+    )
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
     "kind,dkind,spacing",
     # cosine from t = T-1 (alpha_bar ~ 1e-9) is too ill-conditioned in diffusers' float32 to compare
-    [("linear", "linear", "trailing"), ("sigmoid", "sigmoid", "trailing"),
-     ("cosine", "squaredcos_cap_v2", "leading")],
+    [
+        ("linear", "linear", "trailing"),
+        ("sigmoid", "sigmoid", "trailing"),
+        ("cosine", "squaredcos_cap_v2", "leading"),
+    ],
 )
 @pytest.mark.parametrize("steps", [5, 20])
 def test_dpmpp_2m_loop_matches_diffusers(kind, dkind, spacing, steps):
     sched = NoiseSchedule(kind)
     ts = sched.timesteps(steps, spacing)
     ref = diffusers.DPMSolverMultistepScheduler(
-        trained_betas=sched.betas.float().numpy(), algorithm_type="dpmsolver++", solver_order=2,
-        final_sigmas_type="zero", lower_order_final=True,
+        trained_betas=sched.betas.float().numpy(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        final_sigmas_type="zero",
+        lower_order_final=True,
     )
     ref.set_timesteps(timesteps=ts.tolist())
     # Run the oracle in float64 (its float32 log-SNR arithmetic alone drifts by ~3e-5).
@@ -118,8 +143,9 @@ def test_dpmpp_2m_loop_matches_diffusers(kind, dkind, spacing, steps):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,cls", [("euler", "EulerDiscreteScheduler"),
-                                      ("heun", "HeunDiscreteScheduler")])
+@pytest.mark.parametrize(
+    "name,cls", [("euler", "EulerDiscreteScheduler"), ("heun", "HeunDiscreteScheduler")]
+)
 def test_euler_heun_loops_match_diffusers(name, cls):
     sched = NoiseSchedule("linear")
     ref = getattr(diffusers, cls)(
@@ -129,6 +155,7 @@ def test_euler_heun_loops_match_diffusers(name, cls):
     x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     ours = _ours(name, sched, x_T, sched.timesteps(12, "leading"))
     # diffusers starts from noise * init_noise_sigma in sigma space; ours from unit-variance x_T
-    theirs = _loop(ref, gaussian_eps(sched), x_T.clone() * ref.init_noise_sigma, ref.timesteps,
-                   scale=True)
+    theirs = _loop(
+        ref, gaussian_eps(sched), x_T.clone() * ref.init_noise_sigma, ref.timesteps, scale=True
+    )
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

@@ -29,8 +29,14 @@ class Item:
 class ImageSource:
     """A list of items that load as full-size ``(cond, target)`` tensors in [-1, 1]."""
 
-    def __init__(self, items: list[Item], target_channels: int, cond_channels: int,
-                 task: Task | None, color: str | None) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        target_channels: int,
+        cond_channels: int,
+        task: Task | None,
+        color: str | None,
+    ) -> None:
         self.items = items
         self.target_channels = target_channels
         self.cond_channels = cond_channels
@@ -84,11 +90,15 @@ def paired_source(cfg: DataConfig) -> ImageSource:
         if missing_c or missing_t:
             parts = []
             if missing_c:
-                parts.append(f"no condition in {cdir} for target(s): " + ", ".join(
-                    str(targets[n].name) for n in missing_c[:10]))
+                parts.append(
+                    f"no condition in {cdir} for target(s): "
+                    + ", ".join(str(targets[n].name) for n in missing_c[:10])
+                )
             if missing_t:
-                parts.append(f"no target in {tdir} for condition(s): " + ", ".join(
-                    str(conds[n].name) for n in missing_t[:10]))
+                parts.append(
+                    f"no target in {tdir} for condition(s): "
+                    + ", ".join(str(conds[n].name) for n in missing_t[:10])
+                )
             raise ImageError("missing pair: " + "; ".join(parts))
         items = [Item(n, targets[n], conds[n]) for n in sorted(targets)]
     if not items:
@@ -126,15 +136,22 @@ def task_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSourc
     color_c = 1 if cfg.color == "gray" else 3
     tc = task.target_channels(color_c)
     color = "rgb" if tc == 3 else "gray"
-    return ImageSource([Item(p.stem, p, None) for p in paths], tc, task.cond_channels(tc), task, color)
+    return ImageSource(
+        [Item(p.stem, p, None) for p in paths], tc, task.cond_channels(tc), task, color
+    )
 
 
 def make_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSource:
     return paired_source(cfg) if cfg.kind == "paired" else task_source(cfg, bundled_dest)
 
 
-def check_channels(model: ModelConfig, source: ImageSource) -> None:
+def check_channels(model: ModelConfig, source: ImageSource, residual: bool = False) -> None:
     """The model's channel counts must be the data's; say how to fix it if not."""
+    if residual and source.cond_channels < source.target_channels:
+        raise ValueError(
+            f"diffusion.residual needs a condition with at least the target's "
+            f"{source.target_channels} channels; this data's has {source.cond_channels}"
+        )
     want_in = source.target_channels + source.cond_channels
     if model.in_img_channels != want_in or model.out_img_channels != source.target_channels:
         raise ValueError(
@@ -152,13 +169,16 @@ def split(source: ImageSource, val_count: int) -> tuple[list[int], list[int]]:
         raise ValueError(
             f"data.val_count={val_count} leaves no training images (only {len(source)} found)"
         )
-    order = sorted(range(len(source)),
-                   key=lambda i: hashlib.sha1(source.items[i].name.encode()).hexdigest())
+    order = sorted(
+        range(len(source)), key=lambda i: hashlib.sha1(source.items[i].name.encode()).hexdigest()
+    )
     val = sorted(order[:val_count])
     return [i for i in range(len(source)) if i not in set(val)], val
 
 
-def _crop(cond: Tensor | None, target: Tensor, size: int, y: int, x: int) -> tuple[Tensor | None, Tensor]:
+def _crop(
+    cond: Tensor | None, target: Tensor, size: int, y: int, x: int
+) -> tuple[Tensor | None, Tensor]:
     t = target[:, y : y + size, x : x + size]
     c = cond[:, y : y + size, x : x + size] if cond is not None else None
     return c, t
@@ -168,12 +188,27 @@ class TrainCrops(Dataset):
     """Item ``g`` is global sample number ``g``: image, crop, flips and degradation are all a pure
     function of ``(seed, g)``, so a resumed run (on any number of processes) sees the same data."""
 
-    def __init__(self, source: ImageSource, indices: list[int], crop_size: int, *,
-                 flip: bool = True, seed: int = 0) -> None:
-        self.source, self.indices, self.crop, self.flip, self.seed = source, indices, crop_size, flip, seed
+    def __init__(
+        self,
+        source: ImageSource,
+        indices: list[int],
+        crop_size: int,
+        *,
+        flip: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.source, self.indices, self.crop, self.flip, self.seed = (
+            source,
+            indices,
+            crop_size,
+            flip,
+            seed,
+        )
         mult = source.task.size_multiple() if source.task else 1
         if crop_size % mult:
-            raise ValueError(f"data.crop_size={crop_size} must be divisible by the task factor {mult}")
+            raise ValueError(
+                f"data.crop_size={crop_size} must be divisible by the task factor {mult}"
+            )
         for i in indices:
             it = source.items[i]
             info = probe_image(it.target)
@@ -245,18 +280,23 @@ class GlobalSampleSampler(Sampler[int]):
         return 2**62
 
 
-def full_images(source: ImageSource, indices: list[int], multiple: int) -> list[tuple[str, Tensor, Tensor]]:
-    """Whole held-out images, cropped to a multiple of ``multiple``, with their conditions."""
+def full_images(
+    source: ImageSource, indices: list[int], multiple: int, max_side: int | None = None
+) -> list[tuple[str, Tensor, Tensor]]:
+    """Whole held-out images (center-cropped to ``max_side`` if given, and to a multiple of
+    ``multiple``), with their conditions."""
     out = []
     for k, i in enumerate(indices):
         cond, target = source.load_raw(i)
         _, h, w = target.shape
-        h2, w2 = h - h % multiple, w - w % multiple
-        target = target[:, :h2, :w2]
+        h2, w2 = min(h, max_side or h), min(w, max_side or w)
+        h2, w2 = h2 - h2 % multiple, w2 - w2 % multiple
+        y, x = (h - h2) // 2, (w - w2) // 2
+        target = target[:, y : y + h2, x : x + w2]
         if cond is None:
             cond = source.degrade(target, np.random.default_rng([7, k]))
         else:
-            cond = cond[:, :h2, :w2]
+            cond = cond[:, y : y + h2, x : x + w2]
         out.append((source.items[i].name, cond.contiguous(), target.contiguous()))
     return out
 

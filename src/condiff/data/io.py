@@ -62,7 +62,9 @@ def probe_image(path: str | Path) -> ImageInfo:
             with Image.open(path) as im:
                 w, h = im.size
                 mode = im.mode
-            c = {"L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3}.get(mode)
+            c = {"L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3}.get(
+                mode
+            )
             if c is None:
                 raise ImageError(f"{path}: unsupported image mode {mode!r} (expected gray or RGB)")
             depth = 16 if mode in ("I;16", "I;16B", "I") else 8

@@ -20,8 +20,9 @@ from condiff.config import TaskConfig
 def resize_bicubic(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Bicubic resize of (C, H, W) or (B, C, H, W), antialiased when shrinking."""
     batched = x.ndim == 4
-    y = F.interpolate(x if batched else x[None], size=size, mode="bicubic", antialias=True,
-                      align_corners=False)
+    y = F.interpolate(
+        x if batched else x[None], size=size, mode="bicubic", antialias=True, align_corners=False
+    )
     return y if batched else y[0]
 
 
@@ -127,7 +128,9 @@ class Jpeg(Task):
     name = "jpeg"
 
     def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
-        arr = np.round(((target.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).astype(np.uint8)
+        arr = np.round(((target.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).astype(
+            np.uint8
+        )
         im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=self.cfg.quality)

@@ -32,9 +32,11 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 
 def sigmoid_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """GeoDiff's sigmoid schedule (Xu et al. 2022): sigmoid(linspace(-6, 6)) scaled to the range."""
-    return torch.sigmoid(torch.linspace(-6, 6, num_timesteps, dtype=torch.float64)) * (
-        beta_end - beta_start
-    ) + beta_start
+    return (
+        torch.sigmoid(torch.linspace(-6, 6, num_timesteps, dtype=torch.float64))
+        * (beta_end - beta_start)
+        + beta_start
+    )
 
 
 def rescale_betas_zero_snr(betas: Tensor) -> Tensor:
@@ -109,5 +111,7 @@ class NoiseSchedule:
         elif spacing == "linspace":
             ts = np.linspace(0, t_max - 1, steps).round()[::-1]
         else:
-            raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {list(SPACINGS)}")
+            raise ValueError(
+                f"unknown timestep spacing {spacing!r}; expected one of {list(SPACINGS)}"
+            )
         return torch.from_numpy(ts.copy().astype(np.int64))

@@ -26,7 +26,9 @@ class LevelRow:
     attn_gflop: float  # of which attention's two matrix products
 
 
-def count_flops(model: ConditionalUNet, height: int, width: int) -> tuple[dict[str, float], dict[str, float]]:
+def count_flops(
+    model: ConditionalUNet, height: int, width: int
+) -> tuple[dict[str, float], dict[str, float]]:
     """FLOPs per module prefix for one image, on the meta device (no memory, no compute).
 
     Convolutions and linear layers come from PyTorch's FLOP counter; attention's Q K^T and P V
@@ -44,15 +46,19 @@ def count_flops(model: ConditionalUNet, height: int, width: int) -> tuple[dict[s
     hooks = []
     for name, mod in meta.named_modules():
         if mod.__class__.__name__ == "AttentionBlock":
-            hooks.append(mod.register_forward_pre_hook(lambda m, a, name=name: current.append(name)))
+            hooks.append(
+                mod.register_forward_pre_hook(lambda m, a, name=name: current.append(name))
+            )
     attn_mod.register_kernel("_count", counting_kernel)
     previous = attn_mod._active
     attn_mod.set_attention_kernel("_count")
     try:
         counter = FlopCounterMode(display=False)
         with counter:
-            meta(torch.empty(1, model.in_img_channels, height, width, device="meta"),
-                 torch.empty(1, device="meta"))
+            meta(
+                torch.empty(1, model.in_img_channels, height, width, device="meta"),
+                torch.empty(1, device="meta"),
+            )
     finally:
         attn_mod.set_attention_kernel(previous)
         for h in hooks:
@@ -63,30 +69,52 @@ def count_flops(model: ConditionalUNet, height: int, width: int) -> tuple[dict[s
         if k.startswith("ConditionalUNet")
     }
     # The counter reports every module and its parents; keep leaves so prefixes sum once.
-    dense = {k: v for k, v in counts.items()
-             if k and not any(o.startswith(k + ".") for o in counts)}
+    dense = {
+        k: v for k, v in counts.items() if k and not any(o.startswith(k + ".") for o in counts)
+    }
     return dense, attn_flops
 
 
-def level_table(model: ConditionalUNet, height: int | None = None, width: int | None = None) -> list[LevelRow]:
+def level_table(
+    model: ConditionalUNet, height: int | None = None, width: int | None = None
+) -> list[LevelRow]:
     res = model.config["initial_img_resolution"]
     height, width = height or res, width or res
     dense, attn = count_flops(model, height, width)
 
     def flops(prefixes: list[str]) -> tuple[float, float]:
-        d = sum(v for k, v in dense.items() if any(k == p or k.startswith(p + ".") for p in prefixes))
-        a = sum(v for k, v in attn.items() if any(k == p or k.startswith(p + ".") for p in prefixes))
+        d = sum(
+            v for k, v in dense.items() if any(k == p or k.startswith(p + ".") for p in prefixes)
+        )
+        a = sum(
+            v for k, v in attn.items() if any(k == p or k.startswith(p + ".") for p in prefixes)
+        )
         return (d + a) / 1e9, a / 1e9
 
     def params(prefixes: list[str]) -> int:
-        return sum(p.numel() for n, p in model.named_parameters()
-                   if any(n.startswith(x + ".") for x in prefixes))
+        return sum(
+            p.numel()
+            for n, p in model.named_parameters()
+            if any(n.startswith(x + ".") for x in prefixes)
+        )
 
     rows: list[LevelRow] = []
     stem = ["time_mlp", "conv_in"]
     g, a = flops(stem)
-    rows.append(LevelRow("stem (time MLP, conv_in)", res, model.in_img_channels,
-                         model.config["base_channels"], 0, False, "-", params(stem), g, a))
+    rows.append(
+        LevelRow(
+            "stem (time MLP, conv_in)",
+            res,
+            model.in_img_channels,
+            model.config["base_channels"],
+            0,
+            False,
+            "-",
+            params(stem),
+            g,
+            a,
+        )
+    )
     enc = dec = 0
     for plan in model.plan:
         if plan.stage == "encoder":
@@ -98,12 +126,36 @@ def level_table(model: ConditionalUNet, height: int | None = None, width: int | 
         else:
             prefixes, name = ["bottleneck_res1", "bottleneck_attn", "bottleneck_res2"], "bottleneck"
         g, a = flops(prefixes)
-        rows.append(LevelRow(name, plan.resolution, plan.in_channels, plan.out_channels,
-                             plan.res_blocks, plan.attention, plan.resample, params(prefixes), g, a))
+        rows.append(
+            LevelRow(
+                name,
+                plan.resolution,
+                plan.in_channels,
+                plan.out_channels,
+                plan.res_blocks,
+                plan.attention,
+                plan.resample,
+                params(prefixes),
+                g,
+                a,
+            )
+        )
     head = ["conv_out_norm", "conv_out"]
     g, a = flops(head)
-    rows.append(LevelRow("head (norm, conv_out)", res, model.config["base_channels"],
-                         model.out_img_channels, 0, False, "-", params(head), g, a))
+    rows.append(
+        LevelRow(
+            "head (norm, conv_out)",
+            res,
+            model.config["base_channels"],
+            model.out_img_channels,
+            0,
+            False,
+            "-",
+            params(head),
+            g,
+            a,
+        )
+    )
     return rows
 
 
@@ -119,5 +171,7 @@ def format_table(model: ConditionalUNet, rows: list[LevelRow]) -> str:
     total_g = sum(r.gflop for r in rows)
     total_a = sum(r.attn_gflop for r in rows)
     lines.append("-" * len(hdr))
-    lines.append(f"{'total':<26}{'':>5}{'':>7}{'':>7}{'':>8}{'':>6}{'':>9}{total_p:>12,}{total_g:>9.2f}{total_a:>11.2f}")
+    lines.append(
+        f"{'total':<26}{'':>5}{'':>7}{'':>7}{'':>8}{'':>6}{'':>9}{total_p:>12,}{total_g:>9.2f}{total_a:>11.2f}"
+    )
     return "\n".join(lines)

@@ -27,7 +27,9 @@ class LevelPlan:
 
 
 class _Level(nn.Module):
-    def __init__(self, res: list[ResidualBlock], attn: AttentionBlock | None, resample: nn.Module | None):
+    def __init__(
+        self, res: list[ResidualBlock], attn: AttentionBlock | None, resample: nn.Module | None
+    ):
         super().__init__()
         self.res = nn.ModuleList(res)
         self.attn = attn
@@ -118,8 +120,16 @@ class ConditionalUNet(nn.Module):
                 _Level(blocks, attn(out) if has_attn else None, None if last else Downsample(out))
             )
             self.plan.append(
-                LevelPlan("encoder", i + 1, resolution, ch, out, len(blocks), has_attn,
-                          "-" if last else "down")
+                LevelPlan(
+                    "encoder",
+                    i + 1,
+                    resolution,
+                    ch,
+                    out,
+                    len(blocks),
+                    has_attn,
+                    "-" if last else "down",
+                )
             )
             skip_channels.append(out)
             ch = out
@@ -137,15 +147,25 @@ class ConditionalUNet(nn.Module):
         for i, mult in enumerate(reversed(channel_mults)):
             out = base_channels * mult
             skip = skip_channels[len(channel_mults) - 1 - i]
-            blocks = [res(ch + skip, out)] + [res(out, out) for _ in range(num_res_blocks_per_level - 1)]
+            blocks = [res(ch + skip, out)] + [
+                res(out, out) for _ in range(num_res_blocks_per_level - 1)
+            ]
             has_attn = resolution in attention_resolutions
             last = i == len(channel_mults) - 1
             self.decoder.append(
                 _Level(blocks, attn(out) if has_attn else None, None if last else Upsample(out))
             )
             self.plan.append(
-                LevelPlan("decoder", i + 1, resolution, ch + skip, out, len(blocks), has_attn,
-                          "-" if last else "up")
+                LevelPlan(
+                    "decoder",
+                    i + 1,
+                    resolution,
+                    ch + skip,
+                    out,
+                    len(blocks),
+                    has_attn,
+                    "-" if last else "up",
+                )
             )
             ch = out
             if not last:
@@ -236,7 +256,9 @@ def _validate_args(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not channel_mults or any(int(m) < 1 for m in channel_mults):
-        raise ValueError(f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults}")
+        raise ValueError(
+            f"channel_mults must be a non-empty tuple of positive ints, got {channel_mults}"
+        )
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
     for mult in channel_mults:

@@ -68,9 +68,10 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(root)
-    except OSError as e:
+    except Exception as e:  # OSError, or safetensors'/torch's own wrappers of it
         shutil.rmtree(tmp, ignore_errors=True)
-        why = "the disk is full" if e.errno == errno.ENOSPC else str(e)
+        full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+        why = "the disk is full" if full else str(e)
         raise CheckpointError(
             f"could not write checkpoint {final} ({why}); earlier checkpoints are untouched"
         ) from e
@@ -87,10 +88,10 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and CKPT_RE.match(p.name))
 
 
-def validate_checkpoint(path: str | Path) -> None:
+def validate_checkpoint(path: str | Path, need_state: bool = True) -> None:
     """Raise CheckpointError naming the first missing or unreadable file."""
     path = Path(path)
-    for f in FILES:
+    for f in FILES if need_state else FILES[:2]:
         if not (path / f).is_file():
             raise CheckpointError(f"{path / f}: missing (incomplete checkpoint)")
     try:
@@ -98,7 +99,8 @@ def validate_checkpoint(path: str | Path) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path / 'config.json'}: unreadable ({e})") from None
     for f in ("model.safetensors", "ema.safetensors"):
-        read_weights(path / f)
+        if need_state or (path / f).is_file():
+            read_weights(path / f)
 
 
 def read_weights(file: str | Path) -> dict[str, torch.Tensor]:
@@ -140,11 +142,13 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return None
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, need_state: bool = True) -> Path:
     """A run folder (its newest whole checkpoint) or a checkpoint folder itself."""
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder")
     if (path / "model.safetensors").exists() or (path / "config.json").exists():
-        validate_checkpoint(path)
+        validate_checkpoint(path, need_state)
         return path
     for root in (path / "checkpoints", path):
         if list_checkpoints(root):
@@ -162,4 +166,6 @@ def load_weights(model: nn.Module, file: str | Path) -> None:
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{file}: weights do not fit the model in config.json ({e})") from None
+        raise CheckpointError(
+            f"{file}: weights do not fit the model in config.json ({e})"
+        ) from None

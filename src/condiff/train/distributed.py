@@ -33,7 +33,9 @@ def init_distributed(device_pref: str = "auto") -> tuple[DistInfo, torch.device]
         device_pref = "cuda" if torch.cuda.is_available() else "cpu"
     if device_pref.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+            raise RuntimeError(
+                "train.device=cuda but no CUDA device is available; use train.device=cpu"
+            )
         device = torch.device("cuda", local if world > 1 else torch.device(device_pref).index or 0)
         torch.cuda.set_device(device)
     else:

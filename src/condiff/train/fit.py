@@ -17,12 +17,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from condiff.config import RunConfig, save_config
-from condiff.data import GlobalSampleSampler, TrainCrops, ValCrops, check_channels, make_source, split
+from condiff.data import (
+    GlobalSampleSampler,
+    TrainCrops,
+    ValCrops,
+    check_channels,
+    make_source,
+    split,
+)
 from condiff.data.datasets import collate
 from condiff.diffusion import NoiseSchedule, diffusion_loss
 from condiff.nn import ConditionalUNet
 from condiff.train import checkpoint as ckpt
-from condiff.train.distributed import DistInfo, init_distributed
+from condiff.train.distributed import init_distributed
 from condiff.train.ema import EMA
 
 
@@ -60,7 +67,9 @@ def build_model(cfg: RunConfig) -> ConditionalUNet:
 
 def build_schedule(cfg: RunConfig) -> NoiseSchedule:
     d = cfg.diffusion
-    return NoiseSchedule(d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr)
+    return NoiseSchedule(
+        d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr
+    )
 
 
 def lr_lambda(cfg: RunConfig):
@@ -95,10 +104,8 @@ class _StopFlag:
 
     def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
                 self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -139,7 +146,7 @@ def fit(
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     source = make_source(cfg.data, bundled_dest=run_dir / "data")
-    check_channels(cfg.model, source)
+    check_channels(cfg.model, source, cfg.diffusion.residual)
     train_idx, val_idx = split(source, cfg.data.val_count)
 
     torch.manual_seed(tc.seed)
@@ -147,15 +154,24 @@ def fit(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, tc.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas,
-                            weight_decay=tc.weight_decay, **({"fused": True} if fused else {}))
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=tc.lr,
+        betas=tc.betas,
+        weight_decay=tc.weight_decay,
+        **({"fused": True} if fused else {}),
+    )
     lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     schedule = build_schedule(cfg)
 
     start_step, loaded_from = 0, None
     if resume:
-        path = ckpt.latest_checkpoint(ckpt_root) if resume == "auto" else ckpt.resolve_checkpoint(resume)
+        path = (
+            ckpt.latest_checkpoint(ckpt_root)
+            if resume == "auto"
+            else ckpt.resolve_checkpoint(resume)
+        )
         if path is not None:
             ckpt.load_weights(model, path / "model.safetensors")
             ckpt.load_weights(ema.model, path / "ema.safetensors")
@@ -180,7 +196,9 @@ def fit(
     loader = DataLoader(
         train_set,
         batch_size=micro,
-        sampler=GlobalSampleSampler(start_step * tc.batch_size, micro, dist_info.rank, dist_info.world),
+        sampler=GlobalSampleSampler(
+            start_step * tc.batch_size, micro, dist_info.rank, dist_info.world
+        ),
         num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_memory and device.type == "cuda",
         collate_fn=collate,
@@ -218,8 +236,15 @@ def fit(
                 "torch_rng": torch.get_rng_state(),
                 "skipped_steps": result.skipped_steps,
             }
-            path = ckpt.save_checkpoint(ckpt_root, step, config=cfg.to_dict(), model=model,
-                                        ema=ema.model, state=state, keep_last=tc.keep_last)
+            path = ckpt.save_checkpoint(
+                ckpt_root,
+                step,
+                config=cfg.to_dict(),
+                model=model,
+                ema=ema.model,
+                state=state,
+                keep_last=tc.keep_last,
+            )
         if dist_info.enabled:
             torch.distributed.barrier()
         return path
@@ -237,27 +262,44 @@ def fit(
                 cond, x0 = next(batches)
                 cond = cond.to(device, non_blocking=True)
                 x0 = x0.to(device, non_blocking=True)
+                if cfg.diffusion.residual:
+                    x0 = x0 - cond[:, : x0.shape[1]]
                 if channels_last:
                     cond = cond.contiguous(memory_format=torch.channels_last)
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 # Timesteps and noise for the whole global micro-batch, then this rank's slice:
                 # the same draws whatever the number of processes.
                 gen = torch.Generator(device).manual_seed(_seed(tc.seed, step, k))
-                t_all = torch.randint(0, schedule.num_timesteps, (g_batch,), device=device, generator=gen)
+                t_all = torch.randint(
+                    0, schedule.num_timesteps, (g_batch,), device=device, generator=gen
+                )
                 eps_all = torch.randn((g_batch, *x0.shape[1:]), device=device, generator=gen)
                 lo = dist_info.rank * micro
                 t, eps = t_all[lo : lo + micro], eps_all[lo : lo + micro]
                 torch.manual_seed(_seed(tc.seed, step, k, 1))  # dropout and condition dropout
-                sync = (contextlib.nullcontext() if k == tc.grad_accum - 1 or not dist_info.enabled
-                        else net.no_sync())  # type: ignore[operator]
+                sync = (
+                    contextlib.nullcontext()
+                    if k == tc.grad_accum - 1 or not dist_info.enabled
+                    else net.no_sync()
+                )  # type: ignore[operator]
                 with sync:
                     with autocast_ctx(precision, device):
-                        loss = diffusion_loss(
-                            net, x0, cond, schedule, objective=cfg.diffusion.objective,
-                            weighting=cfg.diffusion.weighting, snr_gamma=cfg.diffusion.snr_gamma,
-                            loss=cfg.diffusion.loss, cond_drop_prob=cfg.diffusion.cond_drop_prob,
-                            t=t, eps=eps,
-                        ).mean() / tc.grad_accum
+                        loss = (
+                            diffusion_loss(
+                                net,
+                                x0,
+                                cond,
+                                schedule,
+                                objective=cfg.diffusion.objective,
+                                weighting=cfg.diffusion.weighting,
+                                snr_gamma=cfg.diffusion.snr_gamma,
+                                loss=cfg.diffusion.loss,
+                                cond_drop_prob=cfg.diffusion.cond_drop_prob,
+                                t=t,
+                                eps=eps,
+                            ).mean()
+                            / tc.grad_accum
+                        )
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 loss_acc += loss.detach()
             if scaler is not None:
@@ -314,7 +356,11 @@ def fit(
             if pbar is not None:
                 pbar.update(1)
 
-            if dist_info.is_main and val_set is not None and (step % tc.val_every == 0 or step == total):
+            if (
+                dist_info.is_main
+                and val_set is not None
+                and (step % tc.val_every == 0 or step == total)
+            ):
                 metrics, grid = validate(cfg, ema.model, schedule, val_set, device, precision)
                 for k2, v in metrics.items():
                     writer.add_scalar(f"val/{k2}", v, step)  # type: ignore[union-attr]
@@ -337,8 +383,14 @@ def fit(
 
 
 @torch.no_grad()
-def validate(cfg: RunConfig, model: nn.Module, schedule: NoiseSchedule, val_set: ValCrops,
-             device: torch.device, precision: str) -> tuple[dict[str, float], Tensor]:
+def validate(
+    cfg: RunConfig,
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    val_set: ValCrops,
+    device: torch.device,
+    precision: str,
+) -> tuple[dict[str, float], Tensor]:
     """Sample the held-out crops with the EMA model: PSNR/SSIM of samples and of the baseline."""
     from condiff.data.io import from_model
     from condiff.diffusion import sample
@@ -350,9 +402,20 @@ def validate(cfg: RunConfig, model: nn.Module, schedule: NoiseSchedule, val_set:
     tc_ = targets.shape[1]
     model.eval()
     with autocast_ctx(precision, device):
-        out = sample(model, conds, schedule, target_channels=tc_, sampler=cfg.sample.sampler,
-                     steps=cfg.train.val_steps, generator=torch.Generator(device).manual_seed(0),
-                     objective=cfg.diffusion.objective, spacing=cfg.sample.spacing, clip=cfg.sample.clip)
+        out = sample(
+            model,
+            conds,
+            schedule,
+            target_channels=tc_,
+            sampler=cfg.sample.sampler,
+            steps=cfg.train.val_steps,
+            generator=torch.Generator(device).manual_seed(0),
+            objective=cfg.diffusion.objective,
+            spacing=cfg.sample.spacing,
+            clip=cfg.sample.clip,
+        )
+    if cfg.diffusion.residual:
+        out = (out + conds[:, :tc_]).clamp(-1, 1)
     m: dict[str, list[float]] = {"psnr": [], "ssim": [], "baseline_psnr": [], "baseline_ssim": []}
     for i in range(len(targets)):
         tgt, pred = from_model(targets[i]), from_model(out[i])
@@ -376,5 +439,8 @@ def image_grid(cond: Tensor, sample_: Tensor, target: Tensor) -> Tensor:
         x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x[:, :3]
         return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
 
-    rows = [torch.cat([rgb(cond)[i], rgb(sample_)[i], rgb(target)[i]], dim=2) for i in range(len(target))]
+    rows = [
+        torch.cat([rgb(cond)[i], rgb(sample_)[i], rgb(target)[i]], dim=2)
+        for i in range(len(target))
+    ]
     return torch.cat(rows, dim=1)

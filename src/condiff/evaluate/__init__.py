@@ -1,0 +1,6 @@
+"""Evaluation: PSNR/SSIM/MAE, baselines, quality-vs-steps sweeps, report folders."""
+
+from condiff.evaluate.metrics import all_metrics, mae, psnr, ssim
+from condiff.evaluate.report import EvalItem, Report, evaluate
+
+__all__ = ["EvalItem", "Report", "all_metrics", "evaluate", "mae", "psnr", "ssim"]

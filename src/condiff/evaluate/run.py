@@ -1,0 +1,110 @@
+"""``condiff evaluate``: pick the images (run's held-out split, a paired folder, or clean images
++ the run's task), run the sweep, write the report folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from condiff.config import DataConfig
+from condiff.data.datasets import full_images, paired_source, split, task_source
+from condiff.evaluate.report import EvalItem, Report, evaluate
+from condiff.infer.pipeline import Pipeline, load, resolve_device
+from condiff.infer.run import default_dtype
+
+
+def run_dir_of(pipe: Pipeline) -> Path:
+    src = pipe.source
+    assert src is not None
+    return src.parent.parent if src.parent.name == "checkpoints" else src
+
+
+def eval_items(
+    pipe: Pipeline,
+    *,
+    data: str | None,
+    images: str | None,
+    max_side: int | None = None,
+    limit: int | None = None,
+):
+    cfg = pipe.cfg
+    if data:
+        source = paired_source(DataConfig(kind="paired", root=data))
+        indices = list(range(len(source)))
+    else:
+        dc = DataConfig(
+            kind="task",
+            root=images or cfg.data.root,
+            task=cfg.data.task,
+            color=cfg.data.color,
+            crop_size=cfg.data.crop_size,
+            val_count=cfg.data.val_count,
+        )
+        source = task_source(dc, bundled_dest=run_dir_of(pipe) / "data")
+        indices = list(range(len(source))) if images else split(source, cfg.data.val_count)[1]
+    if limit:
+        indices = indices[:limit]
+    mult = source.task.size_multiple() if source.task else 1
+    items = []
+    for name, cond, target in full_images(source, indices, mult, max_side=max_side):
+        items.append(EvalItem(name, cond, target))
+    if (source.target_channels, source.cond_channels) != (pipe.target_channels, pipe.cond_channels):
+        raise ValueError(
+            f"the evaluation data has {source.target_channels}-channel targets and "
+            f"{source.cond_channels}-channel conditions; the model expects "
+            f"{pipe.target_channels} and {pipe.cond_channels}"
+        )
+    tc = pipe.target_channels
+    baseline = None
+    if source.task is not None:
+        task = source.task
+
+        def baseline(c: Tensor) -> Tensor:
+            return task.baseline(c, tc)
+    elif source.cond_channels == tc or source.cond_channels == 1:
+
+        def baseline(c: Tensor) -> Tensor:
+            return c[:tc] if c.shape[0] >= tc else c[:1].expand(tc, -1, -1)
+
+    return items, baseline
+
+
+def evaluate_run(
+    checkpoint: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    data: str | None = None,
+    images: str | None = None,
+    sweep: bool = False,
+    samplers: list[str] | None = None,
+    steps: list[int] | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str | None = None,
+    limit: int | None = None,
+    max_side: int | None = None,
+    progress: bool = True,
+) -> Report:
+    dev = resolve_device(device)
+    pipe = load(checkpoint, device=dev, dtype=dtype or default_dtype(dev))
+    items, baseline = eval_items(pipe, data=data, images=images, max_side=max_side, limit=limit)
+    samplers = samplers or (["ddim", "dpmpp_2m", "heun"] if sweep else [pipe.cfg.sample.sampler])
+    steps = steps or ([5, 10, 20, 50] if sweep else [pipe.cfg.sample.steps])
+    out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
+    with torch.inference_mode():
+        return evaluate(
+            pipe,
+            items,
+            samplers=samplers,
+            steps_list=steps,
+            baseline=baseline,
+            out_dir=out,
+            seed=seed,
+            progress=progress,
+            grids_for=(
+                pipe.cfg.sample.sampler if pipe.cfg.sample.sampler in samplers else samplers[0],
+                20 if 20 in steps else max(steps),
+            ),
+        )

@@ -1,0 +1,146 @@
+"""``condiff.load()``: a ready-to-run conditional sampler from a run or checkpoint folder."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from condiff.config import RunConfig
+from condiff.diffusion import NoiseSchedule, make_denoiser
+from condiff.diffusion.samplers import get_sampler, randn
+from condiff.infer.tiling import TiledModel, pad_to_multiple
+from condiff.nn import ConditionalUNet
+from condiff.train import checkpoint as ckpt
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Pipeline:
+    """Samples targets for condition images with a trained network and its schedule."""
+
+    def __init__(
+        self,
+        model: ConditionalUNet,
+        cfg: RunConfig,
+        *,
+        device: torch.device,
+        dtype: str = "fp32",
+        source: Path | None = None,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype
+        self.source = source
+        d = cfg.diffusion
+        self.schedule = NoiseSchedule(
+            d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr
+        )
+        self.target_channels = model.out_img_channels
+        self.cond_channels = model.in_img_channels - model.out_img_channels
+        self.size_multiple = model.size_multiple
+        # The window the network saw in training: tiles larger inputs at that size.
+        self.window = cfg.data.crop_size
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype == "fp32":
+            return contextlib.nullcontext()
+        dt = torch.bfloat16 if self.dtype == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dt)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        cond: Tensor,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        num_samples: int = 1,
+        eta: float | None = None,
+        generator: torch.Generator | None = None,
+        overlap: int | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """``cond`` ``(B, C_cond, H, W)`` in [-1, 1], any H and W -> samples in [-1, 1].
+
+        Returns ``(B, C, H, W)``, or ``(B, K, C, H, W)`` when ``num_samples=K > 1``. Inputs larger
+        than the training window run as overlapping tiles (``overlap`` defaults to window / 4).
+        """
+        if cond.ndim == 3:
+            cond = cond[None]
+        if cond.ndim != 4 or cond.shape[1] != self.cond_channels:
+            raise ValueError(
+                f"condition must be (B, {self.cond_channels}, H, W) for this model, got "
+                f"{tuple(cond.shape)}"
+            )
+        sc = self.cfg.sample
+        sampler, steps = sampler or sc.sampler, steps or sc.steps
+        eta = sc.eta if eta is None else eta
+        fn = get_sampler(sampler)
+        b = cond.shape[0]
+        cond = cond.to(self.device, torch.float32)
+        padded, (h, w) = pad_to_multiple(cond, self.size_multiple)
+        overlap = self.window // 4 if overlap is None else overlap
+        net = TiledModel(self.model, self.window, overlap)
+        timesteps = self.schedule.timesteps(steps, sc.spacing)
+        cond_k = padded.repeat_interleave(num_samples, dim=0)  # (B*K, C, H', W')
+        x_T = randn(
+            (b * num_samples, self.target_channels, *padded.shape[-2:]), generator, self.device
+        )
+        denoise = make_denoiser(
+            net,
+            cond_k,
+            self.schedule,
+            objective=self.cfg.diffusion.objective,
+            clip=sc.clip,
+            dynamic_threshold_percentile=sc.dynamic_threshold,
+            dtype=torch.float32,
+        )
+        with self._autocast():
+            out = fn(
+                denoise,
+                x_T,
+                self.schedule,
+                timesteps,
+                eta=eta,
+                generator=generator,
+                progress=progress,
+            )
+        if self.cfg.diffusion.residual:
+            out = out + cond_k[:, : self.target_channels]
+        out = out[:, :, :h, :w].clamp(-1, 1)
+        if num_samples == 1:
+            return out
+        return out.view(b, num_samples, *out.shape[1:])
+
+
+def load(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = "auto",
+    dtype: str = "fp32",
+    use_ema: bool = True,
+) -> Pipeline:
+    """Load a run folder (its newest whole checkpoint) or a checkpoint folder.
+
+    Reads only ``config.json`` and ``*.safetensors`` (no pickle); a missing, truncated or
+    mismatched file is a ``CheckpointError`` naming it.
+    """
+    path = Path(path)
+    folder = ckpt.resolve_checkpoint(path, need_state=False)
+    raw = ckpt.read_config(folder)
+    raw.pop("checkpoint", None)
+    cfg = RunConfig.from_dict(raw)
+    model = ConditionalUNet(**cfg.model.network_kwargs())
+    weights = folder / ("ema.safetensors" if use_ema else "model.safetensors")
+    if not weights.is_file():
+        raise ckpt.CheckpointError(f"{weights}: missing")
+    ckpt.load_weights(model, weights)
+    return Pipeline(model, cfg, device=resolve_device(device), dtype=dtype, source=folder)

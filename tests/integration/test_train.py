@@ -1,0 +1,225 @@
+"""Training on real image files: loss falls, resume is exact, errors are clear, checkpoints whole."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from condiff.config import RunConfig
+from condiff.train import TrainingDiverged, fit
+from condiff.train import checkpoint as ckpt
+from tests.conftest import REPO, run_cli, tiny_config, write_yaml
+
+
+def cfg_of(out: Path, **sections) -> RunConfig:
+    return RunConfig.from_dict(tiny_config(out, **sections))
+
+
+def weights(run: Path, which: str = "model") -> dict[str, torch.Tensor]:
+    last = ckpt.list_checkpoints(run / "checkpoints")[-1]
+    return load_file(str(last / f"{which}.safetensors"))
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    diff = [k for k in a if not torch.equal(a[k], b[k])]
+    assert diff == [], f"{len(diff)} tensors differ, e.g. {diff[:3]}"
+
+
+def test_loss_goes_down(tmp_path):
+    res = fit(
+        cfg_of(tmp_path / "r", train={"steps": 100, "log_every": 10, "lr": 2e-3}), progress=False
+    )
+    losses = [h["loss"] for h in res.history if "loss" in h]
+    assert len(losses) == 10
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:2]) / 2
+    # run folder: resolved config, TensorBoard event file, whole checkpoint
+    assert (tmp_path / "r" / "config.yaml").is_file()
+    assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))
+    ckpt.validate_checkpoint(res.checkpoint)
+
+
+def test_tensorboard_has_scalars_and_images(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tiny_run / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/img_per_s",
+        "train/skipped_steps",
+        "val/psnr",
+        "val/ssim",
+        "val/baseline_psnr",
+    ):
+        assert tag in tags["scalars"], tag
+    assert "val/cond|sample|target" in tags["images"]
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full = fit(cfg_of(tmp_path / "full", train={"steps": 24}), progress=False)
+    part = fit(cfg_of(tmp_path / "part", train={"steps": 24}), stop_after=10, progress=False)
+    assert part.interrupted and part.step == 10
+    done = fit(cfg_of(tmp_path / "part", train={"steps": 24}), resume="auto", progress=False)
+    assert done.step == 24 and full.step == 24
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "part"))
+    assert_same(weights(tmp_path / "full", "ema"), weights(tmp_path / "part", "ema"))
+    full_state = ckpt.read_state(ckpt.list_checkpoints(tmp_path / "full" / "checkpoints")[-1])
+    part_state = ckpt.read_state(ckpt.list_checkpoints(tmp_path / "part" / "checkpoints")[-1])
+    assert full_state["lr_schedule"] == part_state["lr_schedule"]
+
+
+def test_sigterm_saves_and_cli_resume_is_exact(tmp_path):
+    steps = 400
+    overrides = [
+        f"train.steps={steps}",
+        "train.log_every=1",
+        "train.ckpt_every=100000",
+        "train.batch_size=16",
+    ]
+    cfg_a = write_yaml(tmp_path / "a.yaml", tiny_config(tmp_path / "a"))
+    cfg_b = write_yaml(tmp_path / "b.yaml", tiny_config(tmp_path / "b"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "condiff.cli",
+            "train",
+            "--config",
+            str(cfg_b),
+            "--no-progress",
+            *overrides,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not list((tmp_path / "b" / "tb").glob("events.*")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # let it take some steps
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "interrupted" in out
+    saved = ckpt.list_checkpoints(tmp_path / "b" / "checkpoints")
+    assert len(saved) == 1
+    stopped_at = int(saved[0].name.split("_")[1])
+    assert 0 < stopped_at < steps, out
+    run_cli("train", "--config", str(cfg_b), "--resume", "auto", "--no-progress", *overrides)
+    run_cli("train", "--config", str(cfg_a), "--no-progress", *overrides)
+    assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+def test_interrupted_and_truncated_checkpoints_are_never_loaded(tmp_path):
+    run = tmp_path / "r"
+    fit(cfg_of(run, train={"steps": 10, "ckpt_every": 5}), progress=False)
+    root = run / "checkpoints"
+    good = ckpt.list_checkpoints(root)
+    assert [p.name for p in good] == ["step_000000005", "step_000000010"]
+    # a write interrupted before the rename leaves only a temporary folder
+    tmp = root / ".tmp-step_000000015-999"
+    tmp.mkdir()
+    (tmp / "model.safetensors").write_bytes(b"partial")
+    assert ckpt.latest_checkpoint(root) == good[-1]
+    # a damaged newest checkpoint is skipped, and named when asked for directly
+    f = good[-1] / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
+        assert ckpt.latest_checkpoint(root) == good[0]
+    with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
+        ckpt.validate_checkpoint(good[-1])
+    from condiff import load
+
+    with pytest.raises(ckpt.CheckpointError, match="model.safetensors"):
+        load(good[-1], device="cpu")
+    (good[0] / "config.json").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="config.json"):
+        load(good[0], device="cpu")
+
+
+def test_full_disk_keeps_earlier_checkpoints(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        from condiff.nn import ConditionalUNet
+
+        tiny = ConditionalUNet.from_preset("tiny")  # ~600 KB of float32 weights per file
+        ckpt.save_checkpoint(
+            mnt,
+            1,
+            config={},
+            model=torch.nn.Linear(2, 2),
+            ema=torch.nn.Linear(2, 2),
+            state={"step": 1},
+        )
+        with pytest.raises(ckpt.CheckpointError, match="disk is full"):
+            ckpt.save_checkpoint(mnt, 2, config={}, model=tiny, ema=tiny, state={"step": 2})
+        assert [p.name for p in ckpt.list_checkpoints(mnt)] == ["step_000000001"]
+        assert not [p for p in mnt.iterdir() if p.name.startswith(".tmp")]
+        ckpt.validate_checkpoint(mnt / "step_000000001")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    cfg = cfg_of(
+        tmp_path / "r",
+        train={
+            "steps": 200,
+            "ckpt_every": 5,
+            "lr": 1e12,
+            "warmup_steps": 0,
+            "grad_clip": 0.0,
+            "max_nonfinite": 3,
+        },
+    )
+    with pytest.raises(TrainingDiverged, match="consecutive non-finite") as e:
+        fit(cfg, progress=False)
+    assert "Last good checkpoint" in str(e.value)
+    last = ckpt.latest_checkpoint(tmp_path / "r" / "checkpoints")
+    assert last is not None
+    assert all(torch.isfinite(v).all() for v in load_file(str(last / "ema.safetensors")).values())
+
+
+def test_cli_reports_bad_data_clearly(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "pairs"
+    (root / "cond").mkdir(parents=True)
+    (root / "target").mkdir()
+    for n in ("a", "b"):
+        Image.new("L", (32, 32), 100).save(root / "target" / f"{n}.png")
+        Image.new("RGB", (32, 32), (1, 2, 3)).save(root / "cond" / f"{n}.png")
+    cfg = write_yaml(
+        tmp_path / "c.yaml",
+        tiny_config(tmp_path / "run", data={"kind": "paired", "root": str(root), "val_count": 1}),
+    )
+    p = run_cli("train", "--config", str(cfg), "--no-progress", check=False)
+    assert p.returncode == 2 and "model.in_img_channels=4" in p.stderr
+    (root / "cond" / "b.png").write_bytes(b"not an image")
+    p = run_cli("train", "--config", str(cfg), "--no-progress", check=False)
+    assert p.returncode == 2 and "b.png" in p.stderr and "corrupt" in p.stderr
+    (root / "cond" / "b.png").unlink()
+    p = run_cli("train", "--config", str(cfg), "--no-progress", check=False)
+    assert p.returncode == 2 and "missing pair" in p.stderr and "b.png" in p.stderr
+    p = run_cli("train", "--config", str(cfg), "--no-progress", "train.lr=-3", check=False)
+    assert p.returncode == 2 and "train.lr" in p.stderr

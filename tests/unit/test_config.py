@@ -1,0 +1,71 @@
+"""Typed configs: every shipped YAML loads; bad values name their field."""
+
+from pathlib import Path
+
+import pytest
+
+from condiff.config import ConfigError, RunConfig, apply_overrides, load_config, save_config
+from condiff.demo import demo_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert len(CONFIGS) >= 4
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_yaml_loads_and_round_trips(path, tmp_path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    out = tmp_path / "again.yaml"
+    save_config(cfg, out)
+    assert load_config(out) == cfg
+    # the model fits its data's channel layout (task configs)
+    if cfg.data.kind == "task":
+        from condiff.data.tasks import make_task
+
+        task = make_task(cfg.data.task)
+        tc = task.target_channels(1 if cfg.data.color == "gray" else 3)
+        assert cfg.model.out_img_channels == tc
+        assert cfg.model.in_img_channels == tc + task.cond_channels(tc)
+
+
+@pytest.mark.parametrize("device,name", [("cpu", "demo-cpu.yaml"), ("cuda", "demo-gpu.yaml")])
+def test_demo_yaml_is_the_demo_config(device, name):
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    assert load_config(path) == demo_config(device)
+
+
+@pytest.mark.parametrize(
+    "raw,field",
+    [
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"train": {"steps": 0}}, "train.steps"),
+        ({"train": {"batch_size": 10, "grad_accum": 3}}, "train.batch_size"),
+        ({"data": {"task": {"factor": 3}}}, "data.task.factor"),
+        ({"data": {"task": {"name": "deblur"}}}, "data.task.name"),
+        ({"diffusion": {"objective": "score"}}, "diffusion.objective"),
+        ({"sample": {"sampler": "plms"}}, "sample.sampler"),
+        ({"model": {"preset": "huge"}}, "model.preset"),
+        ({"model": {"base_channels": "wide"}}, "model.base_channels"),
+        ({"train": {"lrr": 1.0}}, "train.lrr"),
+        ({"data": {"crop_size": 4}}, "data.crop_size"),
+    ],
+)
+def test_bad_values_name_the_field(raw, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        RunConfig.from_dict(raw)
+
+
+def test_overrides_and_yaml_number_forms(tmp_path):
+    raw = apply_overrides(
+        {"train": {"lr": 1.0}}, ["train.lr=1e-4", "data.task.factor=8", "model.preset=tiny"]
+    )
+    cfg = RunConfig.from_dict(raw)
+    assert cfg.train.lr == 1e-4 and cfg.data.task.factor == 8
+    assert cfg.model.base_channels == 16  # preset filled in
+    with pytest.raises(ConfigError, match="section.field=value"):
+        apply_overrides({}, ["train.lr"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
