@@ -101,6 +101,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         device=a.device,
         dtype=a.dtype,
         limit=a.limit,
+        max_side=a.max_side,
         progress=not a.no_progress,
     )
     print((report.out_dir / "report.md").read_text())  # type: ignore[union-attr]
@@ -245,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="step counts (default: 20; with --sweep: 5 10 20 50)",
     )
     s.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
+    s.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="center-crop images larger than this (pixels per side)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)

@@ -20,14 +20,16 @@ from condiff.infer.pipeline import resolve_device
 def demo_config(device_type: str, output: str = "runs/demo") -> RunConfig:
     """4x super-resolution of gray photographs, the spec's 2 -> 1 channel layout.
 
-    CPU: the ``small`` preset on 64-pixel crops, ~4 minutes on 2 cores. GPU: ``seed-default`` at
-    its native 120x120.
+    CPU: the ``small`` preset on 64-pixel crops, ~4 minutes on 2 cores, predicting ``v`` on the
+    residual over bicubic (measured at 600 steps on held-out crops: eps 15.1 dB, v 25.9 dB,
+    v + residual 25.9 dB with SSIM 0.71 vs 0.66). GPU: ``seed-default`` at its native 120x120
+    with the spec's noise prediction, on the residual.
     """
     task = TaskConfig(name="super_resolution", factor=4)
     if device_type == "cuda":
         return RunConfig(
             model=ModelConfig.from_preset("seed-default", dropout_rate=0.0),
-            diffusion=DiffusionConfig(),
+            diffusion=DiffusionConfig(residual=True),
             data=DataConfig(task=task, crop_size=120, val_count=3, num_workers=6),
             train=TrainConfig(
                 output_dir=output,
@@ -46,7 +48,7 @@ def demo_config(device_type: str, output: str = "runs/demo") -> RunConfig:
         )
     return RunConfig(
         model=ModelConfig.from_preset("small"),
-        diffusion=DiffusionConfig(),
+        diffusion=DiffusionConfig(objective="v", residual=True),
         data=DataConfig(task=task, crop_size=64, val_count=3),
         train=TrainConfig(
             output_dir=output,

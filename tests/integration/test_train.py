@@ -181,22 +181,25 @@ def test_full_disk_keeps_earlier_checkpoints(tmp_path):
 
 
 def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
-    cfg = cfg_of(
+    good = cfg_of(tmp_path / "r", train={"steps": 200, "ckpt_every": 5, "max_nonfinite": 3})
+    fit(good, stop_after=5, progress=False)
+    # resume with an absurd learning rate (the config's lr applies on resume): weights overflow
+    bad = cfg_of(
         tmp_path / "r",
         train={
             "steps": 200,
             "ckpt_every": 5,
-            "lr": 1e12,
+            "max_nonfinite": 3,
+            "lr": 1e30,
             "warmup_steps": 0,
             "grad_clip": 0.0,
-            "max_nonfinite": 3,
         },
     )
-    with pytest.raises(TrainingDiverged, match="consecutive non-finite") as e:
-        fit(cfg, progress=False)
-    assert "Last good checkpoint" in str(e.value)
+    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite") as e:
+        fit(bad, resume="auto", progress=False)
+    assert "step_000000005" in str(e.value)
     last = ckpt.latest_checkpoint(tmp_path / "r" / "checkpoints")
-    assert last is not None
+    assert last is not None and last.name == "step_000000005"
     assert all(torch.isfinite(v).all() for v in load_file(str(last / "ema.safetensors")).values())
 
 

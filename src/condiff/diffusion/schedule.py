@@ -76,6 +76,7 @@ class NoiseSchedule:
             betas = rescale_betas_zero_snr(betas)
         self.betas = betas
         self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+        self._on_device: dict[torch.device, Tensor] = {}
         if rescale_zero_terminal_snr:
             # SNR exactly 0 makes eps -> x0 and log-SNR undefined; keep it tiny, as diffusers does.
             self.alphas_cumprod[-1] = 2.0**-24
@@ -88,7 +89,10 @@ class NoiseSchedule:
 
     def alpha_bar(self, t: Tensor) -> Tensor:
         """alphas_cumprod at integer timesteps ``t`` (any shape), as float32 on ``t``'s device."""
-        return self.alphas_cumprod.to(t.device)[t.long()].float()
+        table = self._on_device.get(t.device)
+        if table is None:  # one host-to-device copy per device (keeps sampling graph-capturable)
+            table = self._on_device[t.device] = self.alphas_cumprod.float().to(t.device)
+        return table[t.long()]
 
     def snr(self, t: Tensor) -> Tensor:
         ab = self.alpha_bar(t)

@@ -181,14 +181,22 @@ def fit(
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             start_step, loaded_from = int(state["step"]), path
+            # The config's learning rate wins on resume (same value: same schedule, bit for bit).
+            lr_sched.base_lrs = [tc.lr for _ in opt.param_groups]
+            for group, factor in zip(
+                opt.param_groups, [lr_lambda(cfg)(start_step)] * len(opt.param_groups), strict=True
+            ):
+                group["initial_lr"] = tc.lr
+                group["lr"] = tc.lr * factor
             if "torch_rng" in state:
                 torch.set_rng_state(state["torch_rng"])
     if dist_info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 
     net: nn.Module = model
+    ddp: DDP | None = None
     if dist_info.enabled:
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.compile:
         net = torch.compile(net)
 
@@ -277,11 +285,13 @@ def fit(
                 lo = dist_info.rank * micro
                 t, eps = t_all[lo : lo + micro], eps_all[lo : lo + micro]
                 torch.manual_seed(_seed(tc.seed, step, k, 1))  # dropout and condition dropout
+                # Accumulating micro-steps skip DDP's all-reduce; the last one syncs.
+                last_micro = k == tc.grad_accum - 1
                 sync = (
-                    contextlib.nullcontext()
-                    if k == tc.grad_accum - 1 or not dist_info.enabled
-                    else net.no_sync()
-                )  # type: ignore[operator]
+                    ddp.no_sync()
+                    if ddp is not None and not last_micro
+                    else contextlib.nullcontext()
+                )
                 with sync:
                     with autocast_ctx(precision, device):
                         loss = (

@@ -1,0 +1,330 @@
+"""``condiff bench``: speed of the spec's network, plain and optimised, measured side by side.
+
+Every figure is a median of timed repeats after warm-up, timed with CUDA events on a GPU (host
+clock on CPU). Rows: the same network run plainly (eager fp32, eager bf16) and optimised
+(bf16 + channels_last + torch.compile [+ CUDA graphs for sampling]), and, when diffusers is
+installed, its UNet2DModel in the nearest configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from condiff.diffusion import NoiseSchedule, diffusion_loss, sample
+from condiff.infer.graphs import GraphedSampler
+from condiff.nn import ConditionalUNet, preset_kwargs
+
+
+@dataclass
+class BenchRow:
+    preset: str
+    variant: str
+    train_img_s: float | None = None
+    train_batch: int | None = None
+    peak_mem_gib: float | None = None
+    fwd_ms_b1: float | None = None
+    dpmpp20_ms_b1: float | None = None
+    ddim50_ms_b1: float | None = None
+    sample_img_s: float | None = None
+    sample_batch: int | None = None
+    note: str = ""
+
+
+def _timer(device: torch.device, fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median seconds of ``fn`` over ``repeats`` timed runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class DiffusersAdapter(nn.Module):
+    """diffusers' UNet2DModel called like ConditionalUNet: ``(x_concat, t) -> prediction``."""
+
+    def __init__(self, kw: dict, size: int) -> None:
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        mults = kw["channel_mults"]
+        base = kw["base_channels"]
+        res = [size // 2**i for i in range(len(mults))]
+        attn = [r in kw["attention_resolutions"] for r in res]
+        self.net = UNet2DModel(
+            sample_size=size,
+            in_channels=kw["in_img_channels"],
+            out_channels=kw["out_img_channels"],
+            block_out_channels=tuple(base * m for m in mults),
+            layers_per_block=kw["num_res_blocks_per_level"],
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+            attention_head_dim=base // kw["num_heads_attn"],
+            norm_num_groups=kw["num_groups_norm"],
+            dropout=0.0,
+        )
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.net(x, t).sample
+
+
+def _variants(device: torch.device, compile_: bool, diffusers: bool) -> list[dict]:
+    v = [
+        dict(name="eager fp32", dtype=None, cl=False, compile=False, graphs=False, diffusers=False)
+    ]
+    if device.type == "cuda":
+        v.append(
+            dict(
+                name="eager bf16",
+                dtype=torch.bfloat16,
+                cl=False,
+                compile=False,
+                graphs=False,
+                diffusers=False,
+            )
+        )
+        v.append(
+            dict(
+                name="eager bf16 channels_last",
+                dtype=torch.bfloat16,
+                cl=True,
+                compile=False,
+                graphs=False,
+                diffusers=False,
+            )
+        )
+        if compile_:
+            v.append(
+                dict(
+                    name="optimised (bf16, CL, compile, graphs)",
+                    dtype=torch.bfloat16,
+                    cl=True,
+                    compile=True,
+                    graphs=True,
+                    diffusers=False,
+                )
+            )
+    elif compile_:
+        v.append(
+            dict(
+                name="compiled fp32",
+                dtype=None,
+                cl=False,
+                compile=True,
+                graphs=False,
+                diffusers=False,
+            )
+        )
+    if diffusers:
+        try:
+            import diffusers as _  # noqa: F401
+
+            dt = torch.bfloat16 if device.type == "cuda" else None
+            v.append(
+                dict(
+                    name="diffusers UNet2DModel (eager)",
+                    dtype=dt,
+                    cl=False,
+                    compile=False,
+                    graphs=False,
+                    diffusers=True,
+                )
+            )
+        except ImportError:
+            pass
+    return v
+
+
+def bench_variant(
+    preset: str,
+    var: dict,
+    device: torch.device,
+    *,
+    size: int,
+    batch: int,
+    sample_batch: int,
+    repeats: int,
+) -> BenchRow:
+    kw = {**ConditionalUNet().config, **preset_kwargs(preset), "dropout_rate": 0.0}
+    torch.manual_seed(0)
+    model: nn.Module = DiffusersAdapter(kw, size) if var["diffusers"] else ConditionalUNet(**kw)
+    model = model.to(device)
+    fmt = torch.channels_last if var["cl"] else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    net: nn.Module = torch.compile(model) if var["compile"] else model
+    cin, cout = kw["in_img_channels"], kw["out_img_channels"]
+    ac = (
+        torch.autocast(device.type, dtype=var["dtype"])
+        if var["dtype"] is not None
+        else contextlib.nullcontext()
+    )
+    sched = NoiseSchedule("linear")
+    row = BenchRow(preset, var["name"], train_batch=batch, sample_batch=sample_batch)
+
+    # training step: loss, backward, AdamW (fused on CUDA)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
+    )
+    x0 = torch.randn(batch, cout, size, size, device=device).contiguous(memory_format=fmt)
+    cond = torch.randn(batch, cin - cout, size, size, device=device).contiguous(memory_format=fmt)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with ac:
+            loss = diffusion_loss(net, x0, cond, sched).mean()
+        loss.backward()
+        opt.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    dt = _timer(device, train_step, repeats, warmup=3)
+    row.train_img_s = batch / dt
+    if device.type == "cuda":
+        row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    model.eval()
+
+    x1 = torch.randn(1, cin, size, size, device=device).contiguous(memory_format=fmt)
+    t1 = torch.tensor([500], device=device)
+    with torch.no_grad(), ac:
+        row.fwd_ms_b1 = 1000 * _timer(device, lambda: net(x1, t1), repeats * 3)
+
+    def sampler_time(name: str, steps: int, b: int) -> float:
+        c = torch.randn(b, cin - cout, size, size, device=device).contiguous(memory_format=fmt)
+        xT = torch.randn(b, cout, size, size, device=device)
+        if var["graphs"] and device.type == "cuda":
+            g = GraphedSampler(
+                net,
+                sched,
+                c,
+                xT,
+                sampler=name,
+                steps=steps,
+                objective="eps",
+                spacing="trailing",
+                clip=True,
+                autocast_dtype=var["dtype"],
+            )
+            return _timer(device, lambda: g(c, xT), max(3, repeats // 2), warmup=1)
+        with ac:
+            return _timer(
+                device,
+                lambda: sample(
+                    net, c, sched, target_channels=cout, sampler=name, steps=steps, x_T=xT
+                ),
+                max(3, repeats // 2),
+                warmup=1,
+            )
+
+    row.dpmpp20_ms_b1 = 1000 * sampler_time("dpmpp_2m", 20, 1)
+    row.ddim50_ms_b1 = 1000 * sampler_time("ddim", 50, 1)
+    row.sample_img_s = sample_batch / sampler_time("dpmpp_2m", 20, sample_batch)
+    return row
+
+
+def format_rows(rows: list[BenchRow]) -> str:
+    hdr = (
+        f"{'preset':<13}{'variant':<40}{'train img/s':>12}{'(x)':>7}{'peak GiB':>9}"
+        f"{'fwd b1 ms':>10}{'(x)':>7}{'dpm++20 b1 ms':>14}{'(x)':>7}{'ddim50 b1 ms':>13}"
+        f"{'sample img/s':>13}{'(x)':>7}"
+    )
+    lines = [hdr, "-" * len(hdr)]
+    base: dict[str, BenchRow] = {}
+    for r in rows:
+        ref = base.setdefault(
+            r.preset, r
+        )  # the first row of a preset (eager fp32) is the ratio's base
+
+        def f(v: float | None, d: int = 1) -> str:
+            return "-" if v is None else f"{v:.{d}f}"
+
+        def ratio(v: float | None, b: float | None, inverse: bool = False) -> str:
+            if v is None or b is None or v == 0:
+                return "-"
+            return f"{(b / v) if inverse else (v / b):.2f}"
+
+        lines.append(
+            f"{r.preset:<13}{r.variant:<40}{f(r.train_img_s):>12}{ratio(r.train_img_s, ref.train_img_s):>7}"
+            f"{f(r.peak_mem_gib, 2):>9}{f(r.fwd_ms_b1, 2):>10}{ratio(r.fwd_ms_b1, ref.fwd_ms_b1, True):>7}"
+            f"{f(r.dpmpp20_ms_b1):>14}{ratio(r.dpmpp20_ms_b1, ref.dpmpp20_ms_b1, True):>7}"
+            f"{f(r.ddim50_ms_b1):>13}{f(r.sample_img_s, 2):>13}{ratio(r.sample_img_s, ref.sample_img_s):>7}"
+        )
+    lines.append("(x): speed-up against the preset's eager fp32 row, measured in this run.")
+    return "\n".join(lines)
+
+
+def run_bench(
+    *,
+    presets: list[str] | None = None,
+    device: str = "auto",
+    batch: int | None = None,
+    sample_batch: int | None = None,
+    repeats: int = 10,
+    size: int | None = None,
+    json_path: str | None = "bench.json",
+    diffusers: bool = True,
+    compile_: bool = True,
+) -> list[BenchRow]:
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    presets = presets or (["seed-default", "seed-rgb480"] if dev.type == "cuda" else ["tiny"])
+    rows: list[BenchRow] = []
+    for preset in presets:
+        kw = {**ConditionalUNet().config, **preset_kwargs(preset)}
+        s = size or kw["initial_img_resolution"]
+        b = batch or (64 if dev.type == "cuda" and s <= 128 else 8 if dev.type == "cuda" else 4)
+        sb = sample_batch or (
+            64 if dev.type == "cuda" and s <= 128 else 8 if dev.type == "cuda" else 4
+        )
+        for var in _variants(dev, compile_, diffusers):
+            try:
+                row = bench_variant(
+                    preset, var, dev, size=s, batch=b, sample_batch=sb, repeats=repeats
+                )
+            except Exception as e:  # a variant that fails is reported, not fatal
+                row = BenchRow(preset, var["name"], note=f"failed: {type(e).__name__}: {e}"[:200])
+            rows.append(row)
+            print(
+                f"  {preset} / {var['name']}: done" + (f" ({row.note})" if row.note else ""),
+                flush=True,
+            )
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    info = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "rows": [asdict(r) for r in rows],
+    }
+    if json_path:
+        Path(json_path).write_text(json.dumps(info, indent=2))
+    print(f"\ncondiff bench on {info['device']}, torch {info['torch']}")
+    print(format_rows(rows))
+    for r in rows:
+        if r.note:
+            print(f"note: {r.preset} / {r.variant}: {r.note}")
+    return rows
