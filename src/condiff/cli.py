@@ -26,6 +26,24 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
         default=None,
         help="network precision (default: bf16 on CUDA, fp32 on CPU)",
     )
+    _add_speed(p)
+
+
+def _add_speed(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="do not torch.compile the network (compiled by default on CUDA)",
+    )
+    p.add_argument(
+        "--no-graphs",
+        action="store_true",
+        help="do not capture the sampling loop in a CUDA graph (on by default on CUDA)",
+    )
+
+
+def _speed(a: argparse.Namespace) -> dict:
+    return {"compile": False if a.no_compile else None, "graphs": False if a.no_graphs else None}
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -81,6 +99,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
         overlap=a.overlap,
         upscale=a.upscale,
         progress=not a.no_progress,
+        **_speed(a),
     )
     print(f"wrote {len(written)} file(s) to {a.output}")
     return 0
@@ -103,6 +122,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         limit=a.limit,
         max_side=a.max_side,
         progress=not a.no_progress,
+        **_speed(a),
     )
     print((report.out_dir / "report.md").read_text())  # type: ignore[union-attr]
     print(f"report folder: {report.out_dir}")
@@ -255,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
+    _add_speed(s)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_evaluate)
 

@@ -156,7 +156,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     channels_last: bool | None = None  # None: on for CUDA
-    compile: bool = False
+    compile: bool | None = None  # torch.compile the network; None: on for CUDA
     fused_adamw: bool | None = None  # None: on for CUDA
     seed: int = 0
     device: str = "auto"

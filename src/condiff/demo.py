@@ -42,7 +42,6 @@ def demo_config(device_type: str, output: str = "runs/demo") -> RunConfig:
                 val_every=1000,
                 image_every=1000,
                 ckpt_every=1000,
-                compile=False,
             ),
             sample=SampleConfig(),
         )
@@ -97,7 +96,7 @@ def run_demo(
         result.run_dir,
         out_dir=Path(output) / "report",
         device=str(dev),
-        max_side=256 if dev.type == "cpu" else None,
+        max_side=256 if dev.type == "cpu" else 512,
         progress=progress,
     )
     out = report.out_dir

@@ -86,9 +86,13 @@ def evaluate_run(
     limit: int | None = None,
     max_side: int | None = None,
     progress: bool = True,
+    compile: bool | None = None,
+    graphs: bool | None = None,
 ) -> Report:
     dev = resolve_device(device)
-    pipe = load(checkpoint, device=dev, dtype=dtype or default_dtype(dev))
+    pipe = load(
+        checkpoint, device=dev, dtype=dtype or default_dtype(dev), compile=compile, graphs=graphs
+    )
     items, baseline = eval_items(pipe, data=data, images=images, max_side=max_side, limit=limit)
     samplers = samplers or (["ddim", "dpmpp_2m", "heun"] if sweep else [pipe.cfg.sample.sampler])
     steps = steps or ([5, 10, 20, 50] if sweep else [pipe.cfg.sample.steps])

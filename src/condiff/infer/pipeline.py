@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
 from condiff.diffusion.samplers import get_sampler, randn
+from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
 from condiff.train import checkpoint as ckpt
@@ -33,8 +35,21 @@ class Pipeline:
         device: torch.device,
         dtype: str = "fp32",
         source: Path | None = None,
+        compile: bool | None = None,
+        graphs: bool | None = None,
     ) -> None:
         self.model = model.to(device).eval()
+        cuda = device.type == "cuda"
+        if cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # On CUDA by default: torch.compile of the network, and one CUDA graph per sampling
+        # configuration (shape, sampler, steps) replayed for every batch of that shape.
+        self.net: Callable[[Tensor, Tensor], Tensor] = (
+            torch.compile(self.model) if (cuda if compile is None else compile) else self.model
+        )
+        self.graphs = cuda if graphs is None else graphs
+        self._graphed: dict[tuple, GraphedSampler] = {}
+        self._calls: dict[tuple, int] = {}
         self.cfg = cfg
         self.device = device
         self.dtype = dtype
@@ -48,6 +63,15 @@ class Pipeline:
         self.size_multiple = model.size_multiple
         # The window the network saw in training: tiles larger inputs at that size.
         self.window = cfg.data.crop_size
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+
+    def _finish(self, out: Tensor, cond_k: Tensor, b: int, k: int, h: int, w: int) -> Tensor:
+        if self.cfg.diffusion.residual:
+            out = out + cond_k[:, : self.target_channels]
+        out = out[:, :, :h, :w].clamp(-1, 1)
+        return out if k == 1 else out.view(b, k, *out.shape[1:])
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == "fp32":
@@ -88,12 +112,41 @@ class Pipeline:
         cond = cond.to(self.device, torch.float32)
         padded, (h, w) = pad_to_multiple(cond, self.size_multiple)
         overlap = self.window // 4 if overlap is None else overlap
-        net = TiledModel(self.model, self.window, overlap)
-        timesteps = self.schedule.timesteps(steps, sc.spacing)
+        net = TiledModel(
+            self.net, self.window, overlap, max_batch=64 if self.device.type == "cuda" else 16
+        )
         cond_k = padded.repeat_interleave(num_samples, dim=0)  # (B*K, C, H', W')
         x_T = randn(
             (b * num_samples, self.target_channels, *padded.shape[-2:]), generator, self.device
         )
+        key = None
+        if (
+            self.graphs
+            and self.device.type == "cuda"
+            and sampler in DETERMINISTIC
+            and (sampler != "ddim" or eta == 0)
+            and sc.dynamic_threshold is None
+        ):
+            key = (tuple(cond_k.shape), sampler, steps, overlap)
+            # Capture lazily, on the second call with the same shapes: a one-off image is cheaper
+            # to run eagerly than to warm up, capture and replay once.
+            self._calls[key] = self._calls.get(key, 0) + 1
+        if key is not None and (key in self._graphed or self._calls[key] >= 2):
+            if key not in self._graphed:
+                self._graphed[key] = GraphedSampler(
+                    net,
+                    self.schedule,
+                    cond_k,
+                    x_T,
+                    sampler=sampler,
+                    steps=steps,
+                    objective=self.cfg.diffusion.objective,
+                    spacing=sc.spacing,
+                    clip=sc.clip,
+                    autocast_dtype=self._autocast_dtype(),
+                )
+            return self._finish(self._graphed[key](cond_k, x_T), cond_k, b, num_samples, h, w)
+        timesteps = self.schedule.timesteps(steps, sc.spacing)
         denoise = make_denoiser(
             net,
             cond_k,
@@ -113,12 +166,7 @@ class Pipeline:
                 generator=generator,
                 progress=progress,
             )
-        if self.cfg.diffusion.residual:
-            out = out + cond_k[:, : self.target_channels]
-        out = out[:, :, :h, :w].clamp(-1, 1)
-        if num_samples == 1:
-            return out
-        return out.view(b, num_samples, *out.shape[1:])
+        return self._finish(out, cond_k, b, num_samples, h, w)
 
 
 def load(
@@ -127,6 +175,8 @@ def load(
     device: str | torch.device | None = "auto",
     dtype: str = "fp32",
     use_ema: bool = True,
+    compile: bool | None = None,
+    graphs: bool | None = None,
 ) -> Pipeline:
     """Load a run folder (its newest whole checkpoint) or a checkpoint folder.
 
@@ -143,4 +193,12 @@ def load(
     if not weights.is_file():
         raise ckpt.CheckpointError(f"{weights}: missing")
     ckpt.load_weights(model, weights)
-    return Pipeline(model, cfg, device=resolve_device(device), dtype=dtype, source=folder)
+    return Pipeline(
+        model,
+        cfg,
+        device=resolve_device(device),
+        dtype=dtype,
+        source=folder,
+        compile=compile,
+        graphs=graphs,
+    )

@@ -33,6 +33,8 @@ def sample_files(
     overlap: int | None = None,
     upscale: int = 1,
     progress: bool = True,
+    compile: bool | None = None,
+    graphs: bool | None = None,
 ) -> list[Path]:
     """Sample every image under ``input_path`` into ``output_dir``; returns the files written.
 
@@ -41,7 +43,9 @@ def sample_files(
     if num_samples < 1 or batch_size < 1 or upscale < 1:
         raise ValueError("--num-samples, --batch-size and --upscale must be >= 1")
     dev = resolve_device(device)
-    pipe = load(checkpoint, device=dev, dtype=dtype or default_dtype(dev))
+    pipe = load(
+        checkpoint, device=dev, dtype=dtype or default_dtype(dev), compile=compile, graphs=graphs
+    )
     inp, out = Path(input_path), Path(output_dir)
     files = [inp] if inp.is_file() else list_images(inp)
     if not files:

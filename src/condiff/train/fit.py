@@ -197,7 +197,7 @@ def fit(
     ddp: DDP | None = None
     if dist_info.enabled:
         net = ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tc.compile:
+    if tc.compile if tc.compile is not None else device.type == "cuda":
         net = torch.compile(net)
 
     train_set = TrainCrops(source, train_idx, cfg.data.crop_size, flip=cfg.data.flip, seed=tc.seed)
