@@ -309,6 +309,9 @@ def run_bench(
             except Exception as e:  # a variant that fails is reported, not fatal
                 row = BenchRow(preset, var["name"], note=f"failed: {type(e).__name__}: {e}"[:200])
             rows.append(row)
+            if json_path:  # written after every row, so a cut-short run still leaves its numbers
+                Path(json_path).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+            print(format_rows(rows[-1:]).splitlines()[2], flush=True)
             print(
                 f"  {preset} / {var['name']}: done" + (f" ({row.note})" if row.note else ""),
                 flush=True,

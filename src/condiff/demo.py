@@ -22,14 +22,14 @@ def demo_config(device_type: str, output: str = "runs/demo") -> RunConfig:
 
     CPU: the ``small`` preset on 64-pixel crops, ~4 minutes on 2 cores, predicting ``v`` on the
     residual over bicubic (measured at 600 steps on held-out crops: eps 15.1 dB, v 25.9 dB,
-    v + residual 25.9 dB with SSIM 0.71 vs 0.66). GPU: ``seed-default`` at its native 120x120
-    with the spec's noise prediction, on the residual.
+    v + residual 25.9 dB with SSIM 0.71 vs 0.66). GPU: ``seed-default`` at its native 120x120,
+    the same objective.
     """
     task = TaskConfig(name="super_resolution", factor=4)
     if device_type == "cuda":
         return RunConfig(
             model=ModelConfig.from_preset("seed-default", dropout_rate=0.0),
-            diffusion=DiffusionConfig(residual=True),
+            diffusion=DiffusionConfig(objective="v", residual=True),
             data=DataConfig(task=task, crop_size=120, val_count=3, num_workers=6),
             train=TrainConfig(
                 output_dir=output,
