@@ -29,7 +29,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: ConditionalUNet,
+        model: ConditionalUNet | Callable[[Tensor, Tensor], Tensor],
         cfg: RunConfig,
         *,
         device: torch.device,
@@ -38,15 +38,19 @@ class Pipeline:
         compile: bool | None = None,
         graphs: bool | None = None,
     ) -> None:
-        self.model = model.to(device).eval()
         cuda = device.type == "cuda"
-        if cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        # On CUDA by default: torch.compile of the network, and one CUDA graph per sampling
-        # configuration (shape, sampler, steps) replayed for every batch of that shape.
-        self.net: Callable[[Tensor, Tensor], Tensor] = (
-            torch.compile(self.model) if (cuda if compile is None else compile) else self.model
-        )
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device).eval()
+            if cuda:
+                model = model.to(memory_format=torch.channels_last)
+            # On CUDA by default: torch.compile of the network, and one CUDA graph per sampling
+            # configuration (shape, sampler, steps) replayed for every batch of that shape.
+            if cuda if compile is None else compile:
+                model = torch.compile(model)
+        else:  # another engine (ONNX Runtime): a plain callable, no compile or graphs
+            graphs = False
+        self.model = model
+        self.net: Callable[[Tensor, Tensor], Tensor] = model
         self.graphs = cuda if graphs is None else graphs
         self._graphed: dict[tuple, GraphedSampler] = {}
         self._calls: dict[tuple, int] = {}
@@ -58,9 +62,10 @@ class Pipeline:
         self.schedule = NoiseSchedule(
             d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr
         )
-        self.target_channels = model.out_img_channels
-        self.cond_channels = model.in_img_channels - model.out_img_channels
-        self.size_multiple = model.size_multiple
+        mc = cfg.model
+        self.target_channels = mc.out_img_channels
+        self.cond_channels = mc.in_img_channels - mc.out_img_channels
+        self.size_multiple = 2 ** (len(mc.channel_mults) - 1)
         # The window the network saw in training: tiles larger inputs at that size.
         self.window = cfg.data.crop_size
 

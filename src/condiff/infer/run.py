@@ -19,7 +19,7 @@ def default_dtype(device: torch.device) -> str:
 
 
 def sample_files(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     input_path: str | Path,
     output_dir: str | Path,
     *,
@@ -35,6 +35,8 @@ def sample_files(
     progress: bool = True,
     compile: bool | None = None,
     graphs: bool | None = None,
+    engine: str = "torch",
+    onnx_model: str | Path | None = None,
 ) -> list[Path]:
     """Sample every image under ``input_path`` into ``output_dir``; returns the files written.
 
@@ -43,9 +45,25 @@ def sample_files(
     if num_samples < 1 or batch_size < 1 or upscale < 1:
         raise ValueError("--num-samples, --batch-size and --upscale must be >= 1")
     dev = resolve_device(device)
-    pipe = load(
-        checkpoint, device=dev, dtype=dtype or default_dtype(dev), compile=compile, graphs=graphs
-    )
+    if engine == "onnxruntime":
+        from condiff.export.onnx import load_onnx
+
+        if onnx_model is None:
+            raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
+        pipe = load_onnx(onnx_model)
+        dev = pipe.device
+    elif engine != "torch":
+        raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
+    else:
+        if checkpoint is None:
+            raise ValueError("--checkpoint is required with the torch engine")
+        pipe = load(
+            checkpoint,
+            device=dev,
+            dtype=dtype or default_dtype(dev),
+            compile=compile,
+            graphs=graphs,
+        )
     inp, out = Path(input_path), Path(output_dir)
     files = [inp] if inp.is_file() else list_images(inp)
     if not files:
