@@ -28,7 +28,10 @@ def eval_items(
     images: str | None,
     max_side: int | None = None,
     limit: int | None = None,
+    held_out: bool = True,
 ):
+    """(items, baseline): a paired folder, clean images + the run's task, or the run's own
+    held-out split (``held_out=False``: its training split instead, e.g. for calibration)."""
     cfg = pipe.cfg
     if data:
         source = paired_source(DataConfig(kind="paired", root=data))
@@ -43,7 +46,11 @@ def eval_items(
             val_count=cfg.data.val_count,
         )
         source = task_source(dc, bundled_dest=run_dir_of(pipe) / "data")
-        indices = list(range(len(source))) if images else split(source, cfg.data.val_count)[1]
+        indices = (
+            list(range(len(source)))
+            if images
+            else split(source, cfg.data.val_count)[1 if held_out else 0]
+        )
     if limit:
         indices = indices[:limit]
     mult = source.task.size_multiple() if source.task else 1

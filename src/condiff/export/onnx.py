@@ -56,6 +56,7 @@ def export_onnx(
             opset_version=opset,
             input_names=["x_concat", "time"],
             output_names=["prediction"],
+            external_data=False,  # one self-contained file (the networks are far below 2 GB)
             dynamic_shapes={"x_concat": {0: b, 2: m * h, 3: m * w}, "time": {0: b}},
         )
     out.with_suffix(".json").write_text(json.dumps(pipe.cfg.to_dict(), indent=2))
