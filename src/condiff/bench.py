@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -330,4 +331,109 @@ def run_bench(
     for r in rows:
         if r.note:
             print(f"note: {r.preset} / {r.variant}: {r.note}")
+    return rows
+
+
+def run_cpu_deploy(
+    checkpoint: str,
+    *,
+    out_dir: str = "bench-deploy",
+    steps: int = 20,
+    batches: tuple[int, ...] = (1, 8),
+    repeats: int = 3,
+    size: int | None = None,
+    json_path: str | None = "bench_deploy.json",
+) -> list[dict]:
+    """CPU deployment paths side by side: latency of one network call and of a ``steps``-step
+    dpmpp_2m sample at each batch, with the samples' PSNR against eager fp32 (same seeds)."""
+    from condiff.data.io import from_model
+    from condiff.evaluate.metrics import psnr
+    from condiff.export.onnx import OrtNetwork, export_onnx
+    from condiff.export.quantize import quantize_run
+    from condiff.infer.pipeline import load
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = load(checkpoint, device="cpu", compile=False, graphs=False)
+    model = base.model
+    s = size or base.cfg.data.crop_size
+    fp32_onnx, _ = export_onnx(checkpoint, out / "fp32.onnx")
+    int8_onnx, gate_report = quantize_run(checkpoint, out / "int8.onnx", force=True)
+    compiled = torch.compile(model)
+
+    def compiled_bf16(x: Tensor, t: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return compiled(x, t).float()
+
+    paths: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+        "eager fp32": model,
+        "compiled fp32": compiled,
+        "compiled bf16 (autocast)": compiled_bf16,
+        "onnxruntime fp32": OrtNetwork(fp32_onnx),
+        "onnxruntime int8 (QDQ)": OrtNetwork(int8_onnx),
+    }
+    sched, cin, cout = (
+        base.schedule,
+        base.cfg.model.in_img_channels,
+        base.cfg.model.out_img_channels,
+    )
+    rows: list[dict] = []
+    ref: dict[int, Tensor] = {}
+    dev = torch.device("cpu")
+    for name, net in paths.items():
+        row: dict = {"path": name}
+        for b in batches:
+            g = torch.Generator().manual_seed(b)
+            x = torch.randn(b, cin, s, s, generator=g)
+            t = torch.full((b,), 500)
+            cond = torch.rand(b, cin - cout, s, s, generator=g) * 2 - 1
+            xT = torch.randn(b, cout, s, s, generator=g)
+            with torch.no_grad():
+                row[f"call_b{b}_ms"] = 1000 * _timer(
+                    dev, lambda net=net, x=x, t=t: net(x, t), repeats
+                )
+
+                def run(net=net, cond=cond, xT=xT) -> Tensor:
+                    return sample(
+                        net,
+                        cond,
+                        sched,
+                        target_channels=cout,
+                        steps=steps,
+                        x_T=xT,
+                        objective=base.cfg.diffusion.objective,
+                    )
+
+                row[f"sample_b{b}_s"] = _timer(dev, run, max(1, repeats - 1), warmup=1)
+                y = run()
+            ref.setdefault(b, y)
+            row[f"psnr_vs_fp32_b{b}"] = float(
+                np.mean([psnr(from_model(y[i]), from_model(ref[b][i])) for i in range(b)])
+            )
+        rows.append(row)
+        print(f"  {name}: done", flush=True)
+    hdr = f"{'path':<28}" + "".join(
+        f"{'call b' + str(b) + ' ms':>13}{'(x)':>6}{str(steps) + '-step b' + str(b) + ' s':>15}{'(x)':>6}{'dB vs fp32':>11}"
+        for b in batches
+    )
+    lines = [hdr, "-" * len(hdr)]
+    for r in rows:
+        line = f"{r['path']:<28}"
+        for b in batches:
+            c, smp = r[f"call_b{b}_ms"], r[f"sample_b{b}_s"]
+            p = r[f"psnr_vs_fp32_b{b}"]
+            line += (
+                f"{c:>13.1f}{rows[0][f'call_b{b}_ms'] / c:>6.2f}{smp:>15.2f}"
+                f"{rows[0][f'sample_b{b}_s'] / smp:>6.2f}{('inf' if p == float('inf') else f'{p:.1f}'):>11}"
+            )
+        lines.append(line)
+    print(f"\ncondiff bench --cpu-deploy: {checkpoint}, {s}x{s}, torch {torch.__version__}")
+    print("\n".join(lines))
+    print(
+        "(x): speed-up against eager fp32 in this run. dB vs fp32: PSNR of the samples against "
+        "eager fp32's, same noise."
+    )
+    print(f"int8 accuracy gate (held-out images, vs targets): {gate_report}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows, "gate": str(gate_report)}, indent=2))
     return rows

@@ -172,7 +172,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from condiff.bench import run_bench
+    from condiff.bench import run_bench, run_cpu_deploy
+
+    if a.cpu_deploy:
+        if not a.checkpoint:
+            raise ValueError("--cpu-deploy needs --checkpoint RUN (a trained model, for accuracy)")
+        run_cpu_deploy(a.checkpoint, repeats=a.repeats, size=a.size, json_path=a.json)
+        return 0
 
     run_bench(
         presets=a.presets,
@@ -368,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-diffusers", action="store_true", help="skip the diffusers UNet2DModel rows"
     )
     s.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    s.add_argument(
+        "--cpu-deploy",
+        action="store_true",
+        help="CPU deployment paths instead: eager/compiled fp32, compiled bf16, ONNX "
+        "Runtime fp32 and int8, at batch 1 and 8, with accuracy (needs --checkpoint)",
+    )
+    s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy")
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser(

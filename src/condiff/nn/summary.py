@@ -82,21 +82,17 @@ def level_table(
     height, width = height or res, width or res
     dense, attn = count_flops(model, height, width)
 
+    def under(name: str, prefixes: list[str]) -> bool:
+        """``name`` is one of the modules ``prefixes`` or inside one."""
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
     def flops(prefixes: list[str]) -> tuple[float, float]:
-        d = sum(
-            v for k, v in dense.items() if any(k == p or k.startswith(p + ".") for p in prefixes)
-        )
-        a = sum(
-            v for k, v in attn.items() if any(k == p or k.startswith(p + ".") for p in prefixes)
-        )
+        d = sum(v for k, v in dense.items() if under(k, prefixes))
+        a = sum(v for k, v in attn.items() if under(k, prefixes))
         return (d + a) / 1e9, a / 1e9
 
     def params(prefixes: list[str]) -> int:
-        return sum(
-            p.numel()
-            for n, p in model.named_parameters()
-            if any(n.startswith(x + ".") for x in prefixes)
-        )
+        return sum(p.numel() for n, p in model.named_parameters() if under(n, prefixes))
 
     rows: list[LevelRow] = []
     stem = ["time_mlp", "conv_in"]

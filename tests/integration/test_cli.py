@@ -1,0 +1,43 @@
+"""The console script: help, info, and a CPU smoke run of the benchmark."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_help_lists_every_command():
+    out = run_cli("--help").stdout
+    for cmd in ("demo", "train", "sample", "evaluate", "info", "bench", "export", "quantize"):
+        assert cmd in out
+    assert "--num-samples" in run_cli("sample", "--help").stdout
+
+
+def test_info_for_preset_and_checkpoint(tiny_run):
+    out = run_cli("info").stdout
+    assert "19,483,137" in out and "encoder 1" in out and "bottleneck" in out
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    gflop = float(total.split()[-2])
+    assert 155 < gflop < 165  # ~162 GFLOP per 120x120 image (ANCHORS.md), attention ~120
+    out = run_cli("info", "--preset", "seed-rgb480").stdout
+    assert "20,802,435" in out
+    out = run_cli("info", "--checkpoint", str(tiny_run)).stdout
+    assert "checkpoint" in out and "150,881" in out
+    assert run_cli("info", "--preset", "nope", check=False).returncode == 2
+
+
+def test_bench_smoke_on_cpu(tmp_path):
+    js = tmp_path / "bench.json"
+    out = run_cli(
+        "bench",
+        "--presets",
+        "tiny",
+        "--repeats",
+        "1",
+        "--no-compile",
+        "--no-diffusers",
+        "--json",
+        str(js),
+    ).stdout
+    assert "eager fp32" in out and "train img/s" in out
+    rows = json.loads(js.read_text())["rows"]
+    assert rows[0]["train_img_s"] > 0 and rows[0]["dpmpp20_ms_b1"] > 0 and not rows[0]["note"]
