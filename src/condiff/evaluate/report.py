@@ -172,6 +172,9 @@ def plot_quality_vs_steps(means: list[dict], path: Path) -> None:
         if base is not None:
             ax.axhline(base[metric], color="gray", linestyle="--", label="baseline")
         ax.set_xscale("log")
+        ticks = sorted({m["steps"] for m in means if m["method"] != "baseline"})
+        ax.set_xticks(ticks, [str(s) for s in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("sampler steps")
         ax.set_ylabel(metric.upper() + (" (dB)" if metric == "psnr" else ""))
         ax.grid(True, alpha=0.3)
