@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "export",
         help="export the network (EMA weights) to ONNX, checked in ONNX Runtime",
-        description="Export to ONNX with torch.onnx's dynamo exporter (opset 18): inputs "
+        description="Export to ONNX with torch.onnx's dynamo exporter (opset 23, attention as one Attention op): inputs "
         "x_concat (B, C, H, W) and time (B,), dynamic batch and size. The export is "
         "run in ONNX Runtime against PyTorch on fresh inputs; the command fails if "
         "the relative error exceeds --rtol. Writes MODEL.onnx and MODEL.json "
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
     s.add_argument("--output", required=True, help="the .onnx file to write")
-    s.add_argument("--opset", type=int, default=18)
+    s.add_argument("--opset", type=int, default=23)
     s.add_argument("--rtol", type=float, default=1e-3, help="largest accepted relative error")
     s.set_defaults(fn=cmd_export)
 

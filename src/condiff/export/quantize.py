@@ -124,7 +124,7 @@ def quantize_onnx(fp32_path: str | Path, output: str | Path, calibration: Iterab
             op_types_to_quantize=["Conv", "Gemm", "MatMul"],
             nodes_to_exclude=_weight_matmuls_only(pre),
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,  # u8 x s8: the x86 VNNI pairing; s8 activations fail type checks at opset 23
             weight_type=QuantType.QInt8,
         )
     return out
