@@ -109,68 +109,42 @@ def _graphed_forward_time(
         return None
 
 
-def _variants(device: torch.device, compile_: bool, diffusers: bool) -> list[dict]:
-    v = [
-        dict(name="eager fp32", dtype=None, cl=False, compile=False, graphs=False, diffusers=False)
-    ]
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the network: precision, memory format, compile, graphs, or diffusers."""
+
+    name: str
+    dtype: torch.dtype | None = None  # autocast dtype; None = fp32
+    cl: bool = False  # channels_last
+    compile: bool = False
+    graphs: bool = False  # CUDA-graph capture of sampling loops and the batch-1 forward
+    diffusers: bool = False  # diffusers' UNet2DModel instead of ConditionalUNet
+
+
+def _variants(device: torch.device, compile_: bool, diffusers: bool) -> list[Variant]:
+    bf16 = torch.bfloat16
+    v = [Variant("eager fp32")]
     if device.type == "cuda":
-        v.append(
-            dict(
-                name="eager bf16",
-                dtype=torch.bfloat16,
-                cl=False,
-                compile=False,
-                graphs=False,
-                diffusers=False,
-            )
-        )
-        v.append(
-            dict(
-                name="eager bf16 channels_last",
-                dtype=torch.bfloat16,
-                cl=True,
-                compile=False,
-                graphs=False,
-                diffusers=False,
-            )
-        )
+        v.append(Variant("eager bf16", bf16))
+        v.append(Variant("eager bf16 channels_last", bf16, cl=True))
         if compile_:
             v.append(
-                dict(
-                    name="optimised (bf16, CL, compile, graphs)",
-                    dtype=torch.bfloat16,
+                Variant(
+                    "optimised (bf16, CL, compile, graphs)",
+                    bf16,
                     cl=True,
                     compile=True,
                     graphs=True,
-                    diffusers=False,
                 )
             )
     elif compile_:
-        v.append(
-            dict(
-                name="compiled fp32",
-                dtype=None,
-                cl=False,
-                compile=True,
-                graphs=False,
-                diffusers=False,
-            )
-        )
+        v.append(Variant("compiled fp32", compile=True))
     if diffusers:
         try:
             import diffusers as _  # noqa: F401
 
-            dt = torch.bfloat16 if device.type == "cuda" else None
-            v.append(
-                dict(
-                    name="diffusers UNet2DModel (eager)",
-                    dtype=dt,
-                    cl=False,
-                    compile=False,
-                    graphs=False,
-                    diffusers=True,
-                )
-            )
+            dt = bf16 if device.type == "cuda" else None
+            v.append(Variant("diffusers UNet2DModel (eager)", dt, diffusers=True))
         except ImportError:
             pass
     return v
@@ -178,7 +152,7 @@ def _variants(device: torch.device, compile_: bool, diffusers: bool) -> list[dic
 
 def bench_variant(
     preset: str,
-    var: dict,
+    var: Variant,
     device: torch.device,
     *,
     size: int,
@@ -188,19 +162,19 @@ def bench_variant(
 ) -> BenchRow:
     kw = {**ConditionalUNet().config, **preset_kwargs(preset), "dropout_rate": 0.0}
     torch.manual_seed(0)
-    model: nn.Module = DiffusersAdapter(kw, size) if var["diffusers"] else ConditionalUNet(**kw)
+    model: nn.Module = DiffusersAdapter(kw, size) if var.diffusers else ConditionalUNet(**kw)
     model = model.to(device)
-    fmt = torch.channels_last if var["cl"] else torch.contiguous_format
+    fmt = torch.channels_last if var.cl else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    net: nn.Module = torch.compile(model) if var["compile"] else model
+    net: nn.Module = torch.compile(model) if var.compile else model
     cin, cout = kw["in_img_channels"], kw["out_img_channels"]
     ac = (
-        torch.autocast(device.type, dtype=var["dtype"])
-        if var["dtype"] is not None
+        torch.autocast(device.type, dtype=var.dtype)
+        if var.dtype is not None
         else contextlib.nullcontext()
     )
     sched = NoiseSchedule("linear")
-    row = BenchRow(preset, var["name"], train_batch=batch, sample_batch=sample_batch)
+    row = BenchRow(preset, var.name, train_batch=batch, sample_batch=sample_batch)
 
     # training step: loss, backward, AdamW (fused on CUDA)
     opt = torch.optim.AdamW(
@@ -228,13 +202,13 @@ def bench_variant(
     t1 = torch.tensor([500], device=device)
     with torch.no_grad(), ac:
         row.fwd_ms_b1 = 1000 * _timer(device, lambda: net(x1, t1), repeats * 3)
-    if var["graphs"] and device.type == "cuda":
-        row.fwd_graph_ms_b1 = 1000 * _graphed_forward_time(net, x1, t1, var["dtype"], repeats * 3)
+    if var.graphs and device.type == "cuda":
+        row.fwd_graph_ms_b1 = 1000 * _graphed_forward_time(net, x1, t1, var.dtype, repeats * 3)
 
     def sampler_time(name: str, steps: int, b: int) -> float:
         c = torch.randn(b, cin - cout, size, size, device=device).contiguous(memory_format=fmt)
         xT = torch.randn(b, cout, size, size, device=device)
-        if var["graphs"] and device.type == "cuda":
+        if var.graphs and device.type == "cuda":
             g = GraphedSampler(
                 net,
                 sched,
@@ -245,7 +219,7 @@ def bench_variant(
                 objective="eps",
                 spacing="trailing",
                 clip=True,
-                autocast_dtype=var["dtype"],
+                autocast_dtype=var.dtype,
             )
             return _timer(device, lambda: g(c, xT), max(3, repeats // 2), warmup=1)
         with ac:
@@ -334,13 +308,13 @@ def run_bench(
                     preset, var, dev, size=s, batch=b, sample_batch=sb, repeats=repeats
                 )
             except Exception as e:  # a variant that fails is reported, not fatal
-                row = BenchRow(preset, var["name"], note=f"failed: {type(e).__name__}: {e}"[:200])
+                row = BenchRow(preset, var.name, note=f"failed: {type(e).__name__}: {e}"[:200])
             rows.append(row)
             if json_path:  # written after every row, so a cut-short run still leaves its numbers
                 Path(json_path).write_text(json.dumps([asdict(r) for r in rows], indent=2))
             print(format_rows(rows[-1:]).splitlines()[2], flush=True)
             print(
-                f"  {preset} / {var['name']}: done" + (f" ({row.note})" if row.note else ""),
+                f"  {preset} / {var.name}: done" + (f" ({row.note})" if row.note else ""),
                 flush=True,
             )
             if dev.type == "cuda":
