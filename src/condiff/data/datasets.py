@@ -126,17 +126,15 @@ def task_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSourc
     if cfg.root == "bundled":
         dest = bundled_dest or Path("runs") / "bundled-photos"
         paths = export_bundled(dest / cfg.color, cfg.color)
-        # The bundled set has a few small images (microaneurysms is 102x102): leave out those
-        # smaller than the crop rather than fail; user folders still get the error by name.
-        paths = [
-            p for p in paths if min(probe_image(p).height, probe_image(p).width) >= cfg.crop_size
-        ]
     else:
         paths = list_images(cfg.root)
+    infos = [probe_image(p) for p in paths]  # corrupt files fail here, by name
+    if cfg.root == "bundled":
+        # The bundled set has a few small images (microaneurysms is 102x102): leave out those
+        # smaller than the crop rather than fail; user folders still get the error by name.
+        paths = [i.path for i in infos if min(i.height, i.width) >= cfg.crop_size]
     if not paths:
         raise ImageError(f"no images found in {cfg.root}")
-    for p in paths:
-        probe_image(p)  # corrupt files fail here, by name
     task = make_task(cfg.task)
     color_c = 1 if cfg.color == "gray" else 3
     tc = task.target_channels(color_c)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
 from condiff.train import checkpoint as ckpt
+from condiff.train.fit import autocast_ctx, autocast_dtype
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -69,20 +69,11 @@ class Pipeline:
         # The window the network saw in training: tiles larger inputs at that size.
         self.window = cfg.data.crop_size
 
-    def _autocast_dtype(self) -> torch.dtype | None:
-        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
-
     def _finish(self, out: Tensor, cond_k: Tensor, b: int, k: int, h: int, w: int) -> Tensor:
         if self.cfg.diffusion.residual:
             out = out + cond_k[:, : self.target_channels]
         out = out[:, :, :h, :w].clamp(-1, 1)
         return out if k == 1 else out.view(b, k, *out.shape[1:])
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == "fp32":
-            return contextlib.nullcontext()
-        dt = torch.bfloat16 if self.dtype == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dt)
 
     @torch.no_grad()
     def __call__(
@@ -148,7 +139,7 @@ class Pipeline:
                     objective=self.cfg.diffusion.objective,
                     spacing=sc.spacing,
                     clip=sc.clip,
-                    autocast_dtype=self._autocast_dtype(),
+                    autocast_dtype=autocast_dtype(self.dtype),
                 )
             return self._finish(self._graphed[key](cond_k, x_T), cond_k, b, num_samples, h, w)
         timesteps = self.schedule.timesteps(steps, sc.spacing)
@@ -161,7 +152,7 @@ class Pipeline:
             dynamic_threshold_percentile=sc.dynamic_threshold,
             dtype=torch.float32,
         )
-        with self._autocast():
+        with autocast_ctx(self.dtype, self.device):
             out = fn(
                 denoise,
                 x_T,

@@ -94,62 +94,49 @@ def level_table(
     def params(prefixes: list[str]) -> int:
         return sum(p.numel() for n, p in model.named_parameters() if under(n, prefixes))
 
-    rows: list[LevelRow] = []
-    stem = ["time_mlp", "conv_in"]
-    g, a = flops(stem)
-    rows.append(
-        LevelRow(
-            "stem (time MLP, conv_in)",
-            res,
-            model.in_img_channels,
-            model.config["base_channels"],
-            0,
-            False,
-            "-",
-            params(stem),
-            g,
-            a,
-        )
-    )
-    enc = dec = 0
-    for plan in model.plan:
-        if plan.stage == "encoder":
-            prefixes, name = [f"encoder.{enc}"], f"encoder {plan.index}"
-            enc += 1
-        elif plan.stage == "decoder":
-            prefixes, name = [f"decoder.{dec}"], f"decoder {plan.index}"
-            dec += 1
-        else:
-            prefixes, name = ["bottleneck_res1", "bottleneck_attn", "bottleneck_res2"], "bottleneck"
+    def row(
+        name: str,
+        prefixes: list[str],
+        resolution: int,
+        cin: int,
+        cout: int,
+        blocks: int = 0,
+        attention: bool = False,
+        resample: str = "-",
+    ) -> LevelRow:
         g, a = flops(prefixes)
+        return LevelRow(
+            name, resolution, cin, cout, blocks, attention, resample, params(prefixes), g, a
+        )
+
+    base = model.config["base_channels"]
+    rows = [
+        row("stem (time MLP, conv_in)", ["time_mlp", "conv_in"], res, model.in_img_channels, base)
+    ]
+    for plan in model.plan:
+        if plan.stage == "bottleneck":
+            prefixes, name = ["bottleneck_res1", "bottleneck_attn", "bottleneck_res2"], "bottleneck"
+        else:  # plan.index counts the stage's levels from 1, like the ModuleList from 0
+            prefixes, name = [f"{plan.stage}.{plan.index - 1}"], f"{plan.stage} {plan.index}"
         rows.append(
-            LevelRow(
+            row(
                 name,
+                prefixes,
                 plan.resolution,
                 plan.in_channels,
                 plan.out_channels,
                 plan.res_blocks,
                 plan.attention,
                 plan.resample,
-                params(prefixes),
-                g,
-                a,
             )
         )
-    head = ["conv_out_norm", "conv_out"]
-    g, a = flops(head)
     rows.append(
-        LevelRow(
+        row(
             "head (norm, conv_out)",
+            ["conv_out_norm", "conv_out"],
             res,
-            model.config["base_channels"],
+            base,
             model.out_img_channels,
-            0,
-            False,
-            "-",
-            params(head),
-            g,
-            a,
         )
     )
     return rows

@@ -54,10 +54,15 @@ def resolve_precision(cfg_precision: str, device: torch.device) -> str:
     return cfg_precision
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision name; None for fp32 (no autocast)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def autocast_ctx(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
+    dtype = autocast_dtype(precision)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -183,9 +188,8 @@ def fit(
             start_step, loaded_from = int(state["step"]), path
             # The config's learning rate wins on resume (same value: same schedule, bit for bit).
             lr_sched.base_lrs = [tc.lr for _ in opt.param_groups]
-            for group, factor in zip(
-                opt.param_groups, [lr_lambda(cfg)(start_step)] * len(opt.param_groups), strict=True
-            ):
+            factor = lr_lambda(cfg)(start_step)
+            for group in opt.param_groups:
                 group["initial_lr"] = tc.lr
                 group["lr"] = tc.lr * factor
             if "torch_rng" in state:
