@@ -38,6 +38,7 @@ class BenchRow:
     ddim50_ms_b1: float | None = None
     sample_img_s: float | None = None
     sample_batch: int | None = None
+    profile: dict[str, float] | None = None  # training-step CUDA time by kernel family, ms
     note: str = ""
 
 
@@ -119,24 +120,33 @@ class Variant:
     compile: bool = False
     graphs: bool = False  # CUDA-graph capture of sampling loops and the batch-1 forward
     diffusers: bool = False  # diffusers' UNet2DModel instead of ConditionalUNet
+    attention: str = "sdpa"  # attention kernel (condiff.nn.attention)
 
 
 def _variants(device: torch.device, compile_: bool, diffusers: bool) -> list[Variant]:
+    from condiff.nn.attention import triton_available
+
     bf16 = torch.bfloat16
     v = [Variant("eager fp32")]
     if device.type == "cuda":
         v.append(Variant("eager bf16", bf16))
-        v.append(Variant("eager bf16 channels_last", bf16, cl=True))
+        triton = triton_available()
+        if triton:
+            v.append(Variant("eager bf16, triton attention", bf16, attention="triton"))
         if compile_:
-            v.append(
-                Variant(
-                    "optimised (bf16, CL, compile, graphs)",
-                    bf16,
-                    cl=True,
-                    compile=True,
-                    graphs=True,
+            opt = Variant("optimised (bf16 CL compile graphs), sdpa", bf16, True, True, True)
+            v.append(opt)
+            if triton:
+                v.append(
+                    Variant(
+                        "optimised, triton attention",
+                        bf16,
+                        True,
+                        True,
+                        True,
+                        attention="triton",
+                    )
                 )
-            )
     elif compile_:
         v.append(Variant("compiled fp32", compile=True))
     if diffusers:
@@ -159,6 +169,31 @@ def bench_variant(
     batch: int,
     sample_batch: int,
     repeats: int,
+    profile: bool = False,
+) -> BenchRow:
+    from condiff.nn.attention import get_attention_kernel, set_attention_kernel
+
+    previous = get_attention_kernel()
+    set_attention_kernel(var.attention)
+    try:
+        return _bench_variant(
+            preset, var, device, size=size, batch=batch, sample_batch=sample_batch,
+            repeats=repeats, profile=profile,
+        )  # fmt: skip
+    finally:
+        set_attention_kernel(previous)
+
+
+def _bench_variant(
+    preset: str,
+    var: Variant,
+    device: torch.device,
+    *,
+    size: int,
+    batch: int,
+    sample_batch: int,
+    repeats: int,
+    profile: bool,
 ) -> BenchRow:
     kw = {**ConditionalUNet().config, **preset_kwargs(preset), "dropout_rate": 0.0}
     torch.manual_seed(0)
@@ -196,6 +231,8 @@ def bench_variant(
     row.train_img_s = batch / dt
     if device.type == "cuda":
         row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    if profile:
+        row.profile = profile_families(train_step, device)
     model.eval()
 
     x1 = torch.randn(1, cin, size, size, device=device).contiguous(memory_format=fmt)
@@ -238,6 +275,64 @@ def bench_variant(
     return row
 
 
+# Kernel-name patterns, first match wins: where a training step's GPU time goes.
+KERNEL_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attention", ("attn", "fmha", "flash", "cudnn_generated_fort_native_sdpa", "sdpa")),
+    ("convolution", ("conv", "fprop", "dgrad", "wgrad", "implicit_gemm", "winograd")),
+    ("matmul (linear, 1x1)", ("gemm", "nvjet", "cutlass", "xmma", "cublas")),
+    ("group norm", ("group_norm", "groupnorm", "native_group")),
+    ("optimizer", ("adam", "multi_tensor")),
+    ("fused elementwise (inductor)", ("triton_",)),
+    ("elementwise / reduce / copy", ("elementwise", "reduce", "copy", "cat", "fill", "index")),
+)
+
+
+def kernel_family(name: str) -> str:
+    low = name.lower()
+    for family, keys in KERNEL_FAMILIES:
+        if any(k in low for k in keys):
+            return family
+    return "other"
+
+
+def profile_families(step: Callable[[], None], device: torch.device, steps: int = 3) -> dict:
+    """GPU time (ms per step) of ``step`` by kernel family, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return {}
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+    fam: dict[str, float] = {}
+    for evt in prof.key_averages():
+        us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        if us and evt.device_type == torch.autograd.DeviceType.CUDA:
+            f = kernel_family(evt.key)
+            fam[f] = fam.get(f, 0.0) + us / 1000 / steps
+    return dict(sorted(fam.items(), key=lambda kv: -kv[1]))
+
+
+def format_profiles(rows: list[BenchRow]) -> str:
+    rows = [r for r in rows if r.profile]
+    if not rows:
+        return ""
+    fams = list(dict.fromkeys(f for r in rows for f in r.profile))
+    head = f"{'training step, GPU ms by kernel family':<40}" + "".join(
+        f"{r.variant[:28]:>30}" for r in rows
+    )
+    lines = [head, "-" * len(head)]
+    for f in [*fams, "total"]:
+        cells = []
+        for r in rows:
+            tot = sum(r.profile.values())
+            v = tot if f == "total" else r.profile.get(f, 0.0)
+            cells.append(f"{v:>10.2f} ms ({100 * v / tot:>4.1f}%)".rjust(30))
+        lines.append(f"{f:<40}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def format_rows(rows: list[BenchRow]) -> str:
     hdr = (
         f"{'preset':<13}{'variant':<40}{'train img/s':>12}{'(x)':>7}{'peak GiB':>9}"
@@ -266,7 +361,7 @@ def format_rows(rows: list[BenchRow]) -> str:
             f"{f(r.ddim50_ms_b1):>13}{f(r.sample_img_s, 2):>13}{ratio(r.sample_img_s, ref.sample_img_s):>7}"
         )
     lines.append(
-        "(x): speed-up against the preset's eager fp32 row, measured in this run. graphed: the "
+        "(x): speed-up against the preset's first row, measured in this run. graphed: the "
         "batch-1 forward replayed from a CUDA graph (optimised row, CUDA only)."
     )
     return "\n".join(lines)
@@ -283,6 +378,8 @@ def run_bench(
     json_path: str | None = "bench.json",
     diffusers: bool = True,
     compile_: bool = True,
+    profile: bool = False,
+    only: list[str] | None = None,
 ) -> list[BenchRow]:
     dev = torch.device(
         "cuda"
@@ -303,9 +400,18 @@ def run_bench(
             64 if dev.type == "cuda" and s <= 128 else 8 if dev.type == "cuda" else 4
         )
         for var in _variants(dev, compile_, diffusers):
+            if only and not any(o in var.name for o in only):
+                continue
             try:
                 row = bench_variant(
-                    preset, var, dev, size=s, batch=b, sample_batch=sb, repeats=repeats
+                    preset,
+                    var,
+                    dev,
+                    size=s,
+                    batch=b,
+                    sample_batch=sb,
+                    repeats=repeats,
+                    profile=profile and not var.diffusers and var.dtype is not None,
                 )
             except Exception as e:  # a variant that fails is reported, not fatal
                 row = BenchRow(preset, var.name, note=f"failed: {type(e).__name__}: {e}"[:200])
@@ -331,6 +437,8 @@ def run_bench(
     for r in rows:
         if r.note:
             print(f"note: {r.preset} / {r.variant}: {r.note}")
+    if any(r.profile for r in rows):
+        print(f"\n{format_profiles(rows)}")
     return rows
 
 

@@ -40,6 +40,13 @@ def _add_speed(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not capture the sampling loop in a CUDA graph (on by default on CUDA)",
     )
+    p.add_argument(
+        "--attention",
+        choices=["auto", "sdpa", "triton"],
+        default="auto",
+        help="attention kernel: condiff's fused Triton kernel for small heads (on CUDA), "
+        "PyTorch's SDPA, or auto (default: Triton where it is installed and CUDA is present)",
+    )
 
 
 def _speed(a: argparse.Namespace) -> dict:
@@ -190,6 +197,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         json_path=a.json,
         diffusers=not a.no_diffusers,
         compile_=not a.no_compile,
+        profile=a.profile,
+        only=a.only,
     )
     return 0
 
@@ -375,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     s.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="run only the rows whose name contains one of these strings, e.g. 'bf16'; "
+        "ratios are then against the first row run",
+    )
+    s.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the training step of each bf16 row and print GPU time by kernel family",
+    )
+    s.add_argument(
         "--cpu-deploy",
         action="store_true",
         help="CPU deployment paths instead: eager/compiled fp32, compiled bf16, ONNX "
@@ -443,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     from condiff.train.checkpoint import CheckpointError
 
     try:
+        if getattr(args, "attention", None):
+            from condiff.nn import set_attention_kernel
+
+            set_attention_kernel(args.attention)
         return int(args.fn(args) or 0)
     except (
         ConfigError,

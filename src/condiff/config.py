@@ -157,6 +157,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool | None = None  # torch.compile the network; None: on for CUDA
+    # attention kernel: auto (condiff's Triton kernel on CUDA where Triton is installed), sdpa, triton
+    attention: Literal["auto", "sdpa", "triton"] = "auto"
     fused_adamw: bool | None = None  # None: on for CUDA
     seed: int = 0
     device: str = "auto"

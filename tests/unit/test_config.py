@@ -51,6 +51,7 @@ def test_demo_yaml_is_the_demo_config(device, name):
         ({"model": {"base_channels": "wide"}}, "model.base_channels"),
         ({"train": {"lrr": 1.0}}, "train.lrr"),
         ({"data": {"crop_size": 4}}, "data.crop_size"),
+        ({"train": {"attention": "flash"}}, "train.attention"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

@@ -170,3 +170,39 @@ def test_bad_inputs_have_clear_errors():
         m(torch.randn(2, 2, 16, 16), torch.tensor([1]))
     with pytest.raises(ValueError, match="unknown preset"):
         ConditionalUNet.from_preset("huge")
+
+
+def test_attention_kernel_selection_falls_back_to_sdpa_without_triton_and_cuda():
+    from condiff.nn import attention as attn
+
+    if attn.triton_available():
+        pytest.skip("Triton and CUDA are present")
+    assert attn.get_attention_kernel() == "sdpa"  # "auto" on this machine
+    with pytest.raises(ValueError, match="triton package and a CUDA device"):
+        attn.set_attention_kernel("triton")
+    with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
+        attn.set_attention_kernel("flash")
+    assert attn.get_attention_kernel() == "sdpa"  # failed selections change nothing
+
+
+def test_registered_kernel_is_what_attention_blocks_call():
+    from condiff.nn import attention as attn
+
+    calls = []
+
+    def counting(q, k, v):
+        calls.append(tuple(q.shape))
+        return attn.sdpa(q, k, v)
+
+    attn.register_kernel("_test_counting", counting)
+    m = ConditionalUNet.from_preset("tiny").eval()
+    x, t = torch.randn(1, 2, 16, 16), torch.tensor([5])
+    try:
+        with torch.no_grad():
+            ref = m(x, t)
+            attn.set_attention_kernel("_test_counting")
+            out = m(x, t)
+    finally:
+        attn.set_attention_kernel("auto")
+    assert calls and all(len(s) == 4 for s in calls)
+    torch.testing.assert_close(out, ref)

@@ -2,17 +2,27 @@
 
 The block keeps ``nn.MultiheadAttention``'s parameters (spec 3.4) but calls the kernel itself, so
 that PyTorch's fused SDPA kernels run and a faster kernel can be swapped in on CUDA.
+
+Kernels: ``"sdpa"`` (PyTorch's ``scaled_dot_product_attention``), ``"triton"`` (condiff's fused
+small-head kernel, :mod:`condiff.nn.triton_attention`, on CUDA half-precision inputs with head size
+8 to 32; SDPA elsewhere) and ``"auto"`` (the default: ``"triton"`` where Triton is installed and
+CUDA is present, else ``"sdpa"``; inside ``torch.compile`` graphs "auto" still uses SDPA, see
+docs/NOTES.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from functools import cache
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 # (q, k, v) each (B, heads, N, head_dim) -> (B, heads, N, head_dim)
 AttentionKernel = Callable[[Tensor, Tensor, Tensor], Tensor]
+KERNEL_CHOICES = ("auto", "sdpa", "triton")
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -20,8 +30,24 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
-_KERNELS: dict[str, AttentionKernel] = {"sdpa": sdpa}
-_active = "sdpa"
+@cache
+def triton_available() -> bool:
+    """Whether the Triton kernel can run here (Triton installed and a CUDA device present)."""
+    return importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+
+
+_triton_module = None  # condiff.nn.triton_attention, imported when first selected
+
+
+def _triton(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    if _triton_module is not None and _triton_module.supports(q):
+        return _triton_module.small_head_attention(q, k, v)
+    return sdpa(q, k, v)
+
+
+_KERNELS: dict[str, AttentionKernel] = {"sdpa": sdpa, "triton": _triton}
+_active = "auto"
+_resolved = "sdpa"  # what `attention` calls: plain module state, so torch.compile just guards on it
 
 
 def register_kernel(name: str, fn: AttentionKernel) -> None:
@@ -29,12 +55,37 @@ def register_kernel(name: str, fn: AttentionKernel) -> None:
 
 
 def set_attention_kernel(name: str) -> None:
-    """Select the attention kernel every ``AttentionBlock`` uses (``"sdpa"`` is the default)."""
-    global _active
-    if name not in _KERNELS:
-        raise ValueError(f"unknown attention kernel {name!r}; expected one of {sorted(_KERNELS)}")
-    _active = name
+    """Select the kernel every ``AttentionBlock`` uses: ``"auto"`` (default), ``"sdpa"``,
+    ``"triton"`` or one added with :func:`register_kernel`."""
+    if name != "auto" and name not in _KERNELS:
+        raise ValueError(
+            f"unknown attention kernel {name!r}; expected one of {sorted({'auto', *_KERNELS})}"
+        )
+    if name == "triton" and not triton_available():
+        raise ValueError(
+            "attention kernel 'triton' needs the triton package and a CUDA device; "
+            "use 'sdpa' or 'auto'"
+        )
+    global _active, _resolved, _triton_module
+    resolved = ("triton" if triton_available() else "sdpa") if name == "auto" else name
+    if resolved == "triton" and _triton_module is None:
+        from condiff.nn import triton_attention
+
+        _triton_module = triton_attention
+    _active, _resolved = name, resolved
+
+
+def get_attention_kernel() -> str:
+    """The selected kernel's name, with ``"auto"`` resolved for this machine."""
+    return _resolved
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    return _KERNELS[_active](q, k, v)
+    if _active == "auto" and _resolved == "triton" and torch.compiler.is_compiling():
+        # Inside torch.compile, "auto" keeps SDPA until the compiled Triton path has passed
+        # tests/gpu on a GPU (docs/NOTES.md); "triton" forces it there too.
+        return sdpa(q, k, v)
+    return _KERNELS[_resolved](q, k, v)
+
+
+set_attention_kernel("auto")

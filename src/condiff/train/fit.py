@@ -27,7 +27,7 @@ from condiff.data import (
 )
 from condiff.data.datasets import collate
 from condiff.diffusion import NoiseSchedule, diffusion_loss
-from condiff.nn import ConditionalUNet
+from condiff.nn import ConditionalUNet, set_attention_kernel
 from condiff.train import checkpoint as ckpt
 from condiff.train.distributed import init_distributed
 from condiff.train.ema import EMA
@@ -201,6 +201,7 @@ def fit(
     ddp: DDP | None = None
     if dist_info.enabled:
         net = ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    set_attention_kernel(tc.attention)
     if tc.compile if tc.compile is not None else device.type == "cuda":
         net = torch.compile(net)
 
