@@ -459,12 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only torch-free modules here: `condiff sample --engine onnxruntime` runs without torch.
+    # (CheckpointError is a RuntimeError.)
     from condiff.config import ConfigError
     from condiff.data.io import ImageError
-    from condiff.train.checkpoint import CheckpointError
 
     try:
-        if getattr(args, "attention", None):
+        if getattr(args, "attention", "auto") != "auto":
             from condiff.nn import set_attention_kernel
 
             set_attention_kernel(args.attention)
@@ -472,7 +473,6 @@ def main(argv: list[str] | None = None) -> int:
     except (
         ConfigError,
         ImageError,
-        CheckpointError,
         ValueError,
         FileNotFoundError,
         RuntimeError,

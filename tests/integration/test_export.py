@@ -1,5 +1,8 @@
 """ONNX export round trip and sampling with ONNX Runtime doing the network calls."""
 
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -25,27 +28,37 @@ def test_export_round_trip_and_onnxruntime_engine(tiny_run, tmp_path):
     b = ort_pipe(cond, steps=6, generator=torch.Generator().manual_seed(0))
     assert (a - b).abs().max() < 1e-3
 
-    # and through the CLI, on a real file
+    # the numpy-only engine (no torch): same samplers and tiling, given the same starting noise
+    from condiff.export.runtime import OrtPipeline
+
+    x_T = torch.randn(2, 1, 24, 40, generator=torch.Generator().manual_seed(0))
+    c = ort_pipe(cond, steps=6, sampler="ddim", generator=torch.Generator().manual_seed(0))
+    d = OrtPipeline(onnx_path)(cond.numpy(), steps=6, sampler="ddim", noise=x_T.numpy())
+    assert isinstance(d, np.ndarray) and d.shape == (2, 1, 24, 40)
+    assert np.abs(c.numpy() - d).max() < 1e-4
+    k3 = OrtPipeline(onnx_path)(cond.numpy()[:1], steps=3, num_samples=3, rng=1)
+    assert k3.shape == (1, 3, 1, 24, 40) and np.abs(k3[0, 0] - k3[0, 1]).max() > 1e-3
+
+    # and through the CLI, on a real file, in a Python where torch cannot be imported
     img = tmp_path / "in.png"
     from PIL import Image
 
     Image.fromarray((np.random.default_rng(0).random((20, 28)) * 255).astype(np.uint8)).save(img)
     out = tmp_path / "out"
-    run_cli(
-        "sample",
-        "--engine",
-        "onnxruntime",
-        "--model",
-        str(onnx_path),
-        "--input",
-        str(img),
-        "--output",
-        str(out),
-        "--steps",
-        "4",
-        "--no-progress",
+    no_torch = (
+        "import sys; sys.modules['torch'] = None; from condiff.cli import main; sys.exit(main())"
     )
-    assert read_image(out / "in.png")[0].shape == (20, 28, 1)
+    args = ["sample", "--engine", "onnxruntime", "--model", str(onnx_path), "--input", str(img)]
+    args += ["--output", str(out), "--steps", "4", "--no-progress", "--upscale", "2"]
+    p = subprocess.run([sys.executable, "-c", no_torch, *args], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert read_image(out / "in.png")[0].shape == (40, 56, 1)
+    p = subprocess.run(
+        [sys.executable, "-c", no_torch.replace("main()", "main(['info'])")],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode != 0 and "torch" in p.stderr  # the guard really blocks torch
     bad = run_cli(
         "sample", "--engine", "onnxruntime", "--input", str(img), "--output", str(out), check=False
     )

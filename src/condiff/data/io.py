@@ -10,11 +10,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch only for to_model/from_model: the ONNX Runtime engine reads images too
+    from torch import Tensor
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -121,6 +123,8 @@ def read_image(path: str | Path, color: str | None = None) -> tuple[np.ndarray, 
 
 def to_model(x: np.ndarray) -> Tensor:
     """(H, W, C) in [0, 1] -> (C, H, W) in [-1, 1]."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))) * 2 - 1
 
 

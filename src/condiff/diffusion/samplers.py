@@ -5,23 +5,28 @@
 ``denoise(x_t, t)`` maps a float32 state and ``(B,)`` integer timesteps to the clean-image
 estimate ``x0_hat`` (already clipped or thresholded); ``timesteps`` is descending. Every
 sampler keeps its state in float32 and ends at t = 0 with the final clean image.
+
+The samplers only do arithmetic with Python-float coefficients, so they run on torch tensors
+(``generator``: a ``torch.Generator``) and on numpy arrays (``generator``: a
+``numpy.random.Generator``) alike: the ONNX Runtime engine uses them without torch. The torch
+glue (``make_denoiser``, ``sample``) is in :mod:`condiff.diffusion.sampling`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
-from condiff.diffusion.objectives import concat_condition, eps_from_x0, to_x0
 from condiff.diffusion.schedule import NoiseSchedule
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+Array = Any  # a torch.Tensor or a numpy.ndarray
+Denoiser = Callable[[Array, Array], Array]
 
 
-def _steps(timesteps: Tensor, progress: bool, desc: str) -> Iterable[int]:
+def _steps(timesteps: Sequence[int] | Array, progress: bool, desc: str) -> Iterable[int]:
     idx: Iterable[int] = range(len(timesteps))
     if progress:
         from tqdm.auto import tqdm
@@ -32,38 +37,42 @@ def _steps(timesteps: Tensor, progress: bool, desc: str) -> Iterable[int]:
 
 def _ab(schedule: NoiseSchedule, t: int) -> float:
     """alpha_bar at integer t; t < 0 means the clean end of the chain (alpha_bar = 1)."""
-    return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
+    return schedule.ab(t)
 
 
-def _tvec(x: Tensor, t: int) -> Tensor:
+def _f32(x: Array) -> Array:
+    return x.astype(np.float32) if isinstance(x, np.ndarray) else x.float()
+
+
+def _tvec(x: Array, t: int) -> Array:
+    if isinstance(x, np.ndarray):
+        return np.full((x.shape[0],), t, dtype=np.int64)
+    import torch
+
     return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
 
 
-def randn(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str
-) -> Tensor:
-    """Float32 Gaussian noise on ``device``, drawn on the generator's own device (reproducible)."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+def _randn(x: Array, generator: Any) -> Array:
+    if isinstance(x, np.ndarray):
+        rng = generator if generator is not None else np.random.default_rng()
+        return rng.standard_normal(x.shape, dtype=np.float32)
+    from condiff.diffusion.sampling import randn
 
-
-def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return randn(tuple(x.shape), generator, x.device)
 
 
-@torch.no_grad()
 def ddpm(
     denoise: Denoiser,
-    x_T: Tensor,
+    x_T: Array,
     schedule: NoiseSchedule,
-    timesteps: Tensor,
+    timesteps: Array,
     *,
     eta: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     progress: bool = False,
-) -> Tensor:
+) -> Array:
     """Ancestral sampling from q(x_prev | x_t, x0_hat) (Ho et al. 2020, eq. 6-7), respaced."""
-    x = x_T.float()
+    x = _f32(x_T)
     ts = timesteps.tolist()
     for i in _steps(timesteps, progress, "ddpm"):
         t, t_prev = ts[i], ts[i + 1] if i + 1 < len(ts) else -1
@@ -82,25 +91,24 @@ def ddpm(
     return x
 
 
-@torch.no_grad()
 def ddim(
     denoise: Denoiser,
-    x_T: Tensor,
+    x_T: Array,
     schedule: NoiseSchedule,
-    timesteps: Tensor,
+    timesteps: Array,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     progress: bool = False,
-) -> Tensor:
+) -> Array:
     """DDIM (Song et al. 2021, eq. 12); ``eta=0`` is deterministic, ``eta=1`` is DDPM-like."""
-    x = x_T.float()
+    x = _f32(x_T)
     ts = timesteps.tolist()
     for i in _steps(timesteps, progress, "ddim"):
         t, t_prev = ts[i], ts[i + 1] if i + 1 < len(ts) else -1
         a, a_prev = _ab(schedule, t), _ab(schedule, t_prev)
         x0 = denoise(x, _tvec(x, t))
-        eps = eps_from_x0(x0, x, torch.full((x.shape[0],), a, device=x.device))
+        eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # the noise consistent with x and x0
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev)
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
@@ -108,26 +116,25 @@ def ddim(
     return x
 
 
-@torch.no_grad()
 def dpmpp_2m(
     denoise: Denoiser,
-    x_T: Tensor,
+    x_T: Array,
     schedule: NoiseSchedule,
-    timesteps: Tensor,
+    timesteps: Array,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     progress: bool = False,
-) -> Tensor:
+) -> Array:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), first order on the first and last step.
 
     In log-SNR lambda = log(alpha / sigma) with alpha = sqrt(a), sigma = sqrt(1 - a):
     x_next = (sigma_next / sigma) x - alpha_next (e^{-h} - 1) D, with D the x0 estimate
     extrapolated from the last two steps. The last step lands on sigma = 0, i.e. D itself.
     """
-    x = x_T.float()
+    x = _f32(x_T)
     ts = timesteps.tolist()
-    prev_x0: Tensor | None = None
+    prev_x0: Array | None = None
     h_prev = 0.0
     for i in _steps(timesteps, progress, "dpmpp_2m"):
         t = ts[i]
@@ -154,21 +161,20 @@ def _sigma(a: float) -> float:
     return math.sqrt((1 - a) / a)
 
 
-@torch.no_grad()
 def euler(
     denoise: Denoiser,
-    x_T: Tensor,
+    x_T: Array,
     schedule: NoiseSchedule,
-    timesteps: Tensor,
+    timesteps: Array,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     progress: bool = False,
-) -> Tensor:
+) -> Array:
     """Euler's method on the probability-flow ODE in sigma space (Karras et al. 2022, eq. 1)."""
     ts = timesteps.tolist()
     sig = [_sigma(_ab(schedule, t)) for t in ts] + [0.0]
-    x = x_T.float() * math.sqrt(1 + sig[0] ** 2)  # VP state -> sigma-space state x0 + sigma eps
+    x = _f32(x_T) * math.sqrt(1 + sig[0] ** 2)  # VP state -> sigma-space state x0 + sigma eps
     for i in _steps(timesteps, progress, "euler"):
         x0 = denoise(x / math.sqrt(1 + sig[i] ** 2), _tvec(x, ts[i]))
         d = (x - x0) / sig[i]
@@ -176,24 +182,23 @@ def euler(
     return x
 
 
-@torch.no_grad()
 def heun(
     denoise: Denoiser,
-    x_T: Tensor,
+    x_T: Array,
     schedule: NoiseSchedule,
-    timesteps: Tensor,
+    timesteps: Array,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     progress: bool = False,
-) -> Tensor:
+) -> Array:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1), Euler on the last step.
 
     Uses 2 * steps - 1 network calls.
     """
     ts = timesteps.tolist()
     sig = [_sigma(_ab(schedule, t)) for t in ts] + [0.0]
-    x = x_T.float() * math.sqrt(1 + sig[0] ** 2)
+    x = _f32(x_T) * math.sqrt(1 + sig[0] ** 2)
     for i in _steps(timesteps, progress, "heun"):
         s, s_next = sig[i], sig[i + 1]
         x0 = denoise(x / math.sqrt(1 + s**2), _tvec(x, ts[i]))
@@ -208,7 +213,7 @@ def heun(
     return x
 
 
-Sampler = Callable[..., Tensor]
+Sampler = Callable[..., Array]
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": ddpm,
     "ddim": ddim,
@@ -227,87 +232,3 @@ def get_sampler(name: str) -> Sampler:
 def network_calls(sampler: str, steps: int) -> int:
     """How many network evaluations a sampler makes for ``steps`` steps."""
     return 2 * steps - 1 if sampler == "heun" else steps
-
-
-def dynamic_threshold(x0: Tensor, percentile: float) -> Tensor:
-    """Imagen's dynamic thresholding (Saharia et al. 2022, section 2.3), per sample."""
-    s = torch.quantile(x0.abs().flatten(1), percentile, dim=1).clamp(min=1.0)
-    s = s.view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-    return x0.clamp(-s, s) / s
-
-
-def make_denoiser(
-    model: Callable[[Tensor, Tensor], Tensor],
-    cond: Tensor,
-    schedule: NoiseSchedule,
-    *,
-    objective: str = "eps",
-    clip: bool = True,
-    dynamic_threshold_percentile: float | None = None,
-    dtype: torch.dtype | None = None,
-) -> Denoiser:
-    """Wrap a network into ``denoise(x_t, t) -> x0_hat``: concat the condition, cast, convert, clip."""
-    net_dtype = dtype or _model_dtype(model)
-    cond_in = cond.to(net_dtype)
-
-    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        pred = model(concat_condition(x_t.to(net_dtype), cond_in), t).float()
-        x0 = to_x0(objective, pred, x_t, schedule.alpha_bar(t))
-        if dynamic_threshold_percentile is not None:
-            return dynamic_threshold(x0, dynamic_threshold_percentile)
-        return x0.clamp(-1, 1) if clip else x0
-
-    return denoise
-
-
-def _model_dtype(model: object) -> torch.dtype:
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.dtype
-    return torch.float32
-
-
-def sample(
-    model: Callable[[Tensor, Tensor], Tensor],
-    cond: Tensor,
-    schedule: NoiseSchedule,
-    *,
-    target_channels: int,
-    sampler: str = "dpmpp_2m",
-    steps: int = 20,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    objective: str = "eps",
-    spacing: str = "trailing",
-    clip: bool = True,
-    dynamic_threshold_percentile: float | None = None,
-    x_T: Tensor | None = None,
-) -> Tensor:
-    """Draw ``(B, target_channels, H, W)`` samples conditioned on ``cond`` ``(B, C_cond, H, W)``.
-
-    ``model(x_concat, t)`` is any callable returning the network's prediction of ``objective``.
-    """
-    fn = get_sampler(sampler)
-    if cond.ndim != 4:
-        raise ValueError(f"cond must be (B, C, H, W), got shape {tuple(cond.shape)}")
-    if target_channels < 1:
-        raise ValueError(f"target_channels must be >= 1, got {target_channels}")
-    timesteps = schedule.timesteps(steps, spacing)
-    b, _, h, w = cond.shape
-    if x_T is None:
-        x_T = randn((b, target_channels, h, w), generator, cond.device)
-    elif x_T.shape != (b, target_channels, h, w):
-        raise ValueError(
-            f"x_T has shape {tuple(x_T.shape)}, expected {(b, target_channels, h, w)} "
-            "(batch and size of cond, target_channels)"
-        )
-    denoise = make_denoiser(
-        model,
-        cond,
-        schedule,
-        objective=objective,
-        clip=clip,
-        dynamic_threshold_percentile=dynamic_threshold_percentile,
-    )
-    return fn(denoise, x_T, schedule, timesteps, eta=eta, generator=generator, progress=progress)

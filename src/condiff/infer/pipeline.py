@@ -10,7 +10,8 @@ from torch import Tensor
 
 from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
-from condiff.diffusion.samplers import get_sampler, randn
+from condiff.diffusion.samplers import get_sampler
+from condiff.diffusion.sampling import randn
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet

@@ -1,21 +1,41 @@
-"""``condiff sample``: files in, files out (names kept), with optional uncertainty maps."""
+"""``condiff sample``: files in, files out (names kept), with optional uncertainty maps.
+
+Two engines share the file handling: ``torch`` (a run folder) and ``onnxruntime`` (an exported
+model, numpy and ONNX Runtime only: this module imports torch only for the torch engine).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+from PIL import Image
 
-from condiff.data.io import ImageError, list_images, probe_image, read_image, to_model, write_image
-from condiff.data.tasks import resize_bicubic
-from condiff.infer.pipeline import load, resolve_device
+from condiff.data.io import ImageError, list_images, probe_image, read_image
+from condiff.infer.outputs import STD_SCALE, uncertainty, write_samples
 
-STD_SCALE = 4.0  # the std map image shows 4 x std (std 0.25 of the [0, 1] range -> white)
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["STD_SCALE", "default_dtype", "resize_bicubic_np", "sample_files", "uncertainty"]
+
+# conds (B, C, H, W) in [-1, 1], batch index -> samples (B, K, C, H, W) in [-1, 1]
+Engine = Callable[[np.ndarray, int], np.ndarray]
 
 
 def default_dtype(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
+
+
+def resize_bicubic_np(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of (C, H, W) float32 with Pillow (equals ``F.interpolate(..., bicubic,
+    antialias=True)``, the training degradation's resize, to ~1e-7 when enlarging)."""
+    h, w = size
+    return np.stack(
+        [np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.BICUBIC)) for c in x]
+    )
 
 
 def sample_files(
@@ -40,35 +60,35 @@ def sample_files(
 ) -> list[Path]:
     """Sample every image under ``input_path`` into ``output_dir``; returns the files written.
 
-    Noise for batch ``i`` comes from a generator seeded with ``seed + i``.
+    Noise for batch ``i`` comes from a generator seeded with ``seed + i`` (torch's generator for
+    the torch engine, numpy's for onnxruntime).
     """
     if num_samples < 1 or batch_size < 1 or upscale < 1:
         raise ValueError("--num-samples, --batch-size and --upscale must be >= 1")
-    dev = resolve_device(device)
+    opts = dict(sampler=sampler, steps=steps, num_samples=num_samples, overlap=overlap)
+    run: Engine
     if engine == "onnxruntime":
-        from condiff.export.onnx import load_onnx
-
         if onnx_model is None:
             raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
-        pipe = load_onnx(onnx_model)
-        dev = pipe.device
-    elif engine != "torch":
-        raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
-    else:
+        from condiff.export.runtime import OrtPipeline
+
+        ort_pipe = OrtPipeline(onnx_model)
+        cc = ort_pipe.cond_channels
+
+        def run(conds: np.ndarray, bi: int) -> np.ndarray:
+            res = ort_pipe(conds, rng=seed + bi, progress=progress, **opts)
+            return res if num_samples > 1 else res[:, None]
+
+    elif engine == "torch":
         if checkpoint is None:
             raise ValueError("--checkpoint is required with the torch engine")
-        pipe = load(
-            checkpoint,
-            device=dev,
-            dtype=dtype or default_dtype(dev),
-            compile=compile,
-            graphs=graphs,
-        )
+        run, cc = _torch_engine(checkpoint, device, dtype, compile, graphs, seed, progress, opts)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
     inp, out = Path(input_path), Path(output_dir)
     files = [inp] if inp.is_file() else list_images(inp)
     if not files:
         raise ImageError(f"no images found in {inp}")
-    cc = pipe.cond_channels
     if cc not in (1, 3):
         raise ValueError(
             f"this model's condition has {cc} channels; condiff sample reads gray (1) or RGB (3) "
@@ -93,22 +113,13 @@ def sample_files(
     for bi, batch in enumerate(batches):
         conds = []
         for p in batch:
-            c = to_model(read_image(p, color)[0])
+            c = read_image(p, color)[0].transpose(2, 0, 1) * 2 - 1  # (C, H, W) in [-1, 1]
             if upscale > 1:
-                c = resize_bicubic(c, (c.shape[1] * upscale, c.shape[2] * upscale)).clamp(-1, 1)
+                c = np.clip(
+                    resize_bicubic_np(c, (c.shape[1] * upscale, c.shape[2] * upscale)), -1, 1
+                )
             conds.append(c)
-        gen = torch.Generator(dev).manual_seed(seed + bi)
-        res = pipe(
-            torch.stack(conds),
-            sampler=sampler,
-            steps=steps,
-            num_samples=num_samples,
-            generator=gen,
-            overlap=overlap,
-            progress=progress,
-        )
-        if num_samples == 1:
-            res = res[:, None]
+        res = run(np.stack(conds).astype(np.float32), bi)
         for p, samples in zip(batch, res, strict=True):
             written += write_samples(out, p, samples, infos[p].bit_depth)
         if bar is not None:
@@ -118,24 +129,29 @@ def sample_files(
     return written
 
 
-def write_samples(out: Path, src: Path, samples: torch.Tensor, bit_depth: int) -> list[Path]:
-    """``samples`` (K, C, H, W) in [-1, 1]. K=1: ``<name>.png``; K>1 adds samples, mean, std."""
-    ext = ".tif" if bit_depth == 16 else ".png"
-    arr = ((samples.float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()  # (K, H, W, C)
-    paths = [write_image(out / f"{src.stem}{ext}", arr[0], bit_depth)]
-    if len(arr) > 1:
-        for k in range(1, len(arr)):
-            paths.append(write_image(out / f"{src.stem}_sample{k}{ext}", arr[k], bit_depth))
-        mean, std = uncertainty(arr)
-        paths.append(write_image(out / f"{src.stem}_mean{ext}", mean, bit_depth))
-        paths.append(write_image(out / f"{src.stem}_std.png", np.clip(std * STD_SCALE, 0, 1)))
-        npz = out / f"{src.stem}_uncertainty.npz"
-        np.savez_compressed(npz, mean=mean, std=std)
-        paths.append(npz)
-    return paths
+def _torch_engine(
+    checkpoint: str | Path,
+    device: str,
+    dtype: str | None,
+    compile: bool | None,
+    graphs: bool | None,
+    seed: int,
+    progress: bool,
+    opts: dict,
+) -> tuple[Engine, int]:
+    import torch
 
+    from condiff.infer.pipeline import load, resolve_device
 
-def uncertainty(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel mean and (population) standard deviation over the first axis, float32."""
-    s = samples.astype(np.float64)
-    return s.mean(0).astype(np.float32), s.std(0).astype(np.float32)
+    dev = resolve_device(device)
+    pipe = load(
+        checkpoint, device=dev, dtype=dtype or default_dtype(dev), compile=compile, graphs=graphs
+    )
+
+    def run(conds: np.ndarray, bi: int) -> np.ndarray:
+        gen = torch.Generator(dev).manual_seed(seed + bi)
+        res = pipe(torch.from_numpy(conds), generator=gen, progress=progress, **opts)
+        res = res.float().cpu().numpy()
+        return res if opts["num_samples"] > 1 else res[:, None]
+
+    return run, pipe.cond_channels

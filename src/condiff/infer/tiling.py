@@ -3,17 +3,19 @@
 The network runs on overlapping windows at *every* denoising step and the predictions are blended
 with weights that ramp down linearly across the overlap, so the sampler sees one seamless image
 and all windows share the same noise (Bar-Tal et al. 2023).
+
+Works on torch tensors and on numpy arrays (the ONNX Runtime engine runs without torch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+import numpy as np
 
-ModelFn = Callable[[Tensor, Tensor], Tensor]
+Array = Any  # a torch.Tensor or a numpy.ndarray
+ModelFn = Callable[[Array, Array], Array]
 
 
 def tile_starts(length: int, window: int, overlap: int) -> list[int]:
@@ -26,25 +28,37 @@ def tile_starts(length: int, window: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def blend_weights(window: int, overlap: int, device: torch.device) -> Tensor:
-    """(window, window) weights: 1 in the middle, a linear ramp over ``overlap`` pixels at edges."""
-    i = torch.arange(window, device=device, dtype=torch.float32)
+def blend_weights_np(window: int, overlap: int) -> np.ndarray:
+    """(window, window) float32 weights: 1 in the middle, a linear ramp over ``overlap`` pixels."""
+    i = np.arange(window, dtype=np.float32)
     if overlap <= 0:
-        ramp = torch.ones(window, device=device)
+        ramp = np.ones(window, dtype=np.float32)
     else:
-        ramp = torch.minimum((i + 1) / (overlap + 1), (window - i) / (overlap + 1)).clamp(max=1.0)
-    return ramp[:, None] * ramp[None, :]
+        ramp = np.minimum((i + 1) / (overlap + 1), (window - i) / (overlap + 1)).clip(max=1.0)
+    return (ramp[:, None] * ramp[None, :]).astype(np.float32)
 
 
-def pad_to_multiple(x: Tensor, multiple: int, min_size: int = 0) -> tuple[Tensor, tuple[int, int]]:
+def blend_weights(window: int, overlap: int, device: Any) -> Array:
+    """:func:`blend_weights_np` as a torch tensor on ``device``."""
+    import torch
+
+    return torch.from_numpy(blend_weights_np(window, overlap)).to(device)
+
+
+def pad_to_multiple(x: Array, multiple: int, min_size: int = 0) -> tuple[Array, tuple[int, int]]:
     """Reflect-pad (B, C, H, W) on the bottom/right so both sides divide by ``multiple``."""
     h, w = x.shape[-2:]
     h2 = max(-(-h // multiple) * multiple, min_size)
     w2 = max(-(-w // multiple) * multiple, min_size)
     if (h2, w2) == (h, w):
         return x, (h, w)
-    mode = "reflect" if h2 - h < h and w2 - w < w else "replicate"
-    return F.pad(x, (0, w2 - w, 0, h2 - h), mode=mode), (h, w)
+    reflect = h2 - h < h and w2 - w < w
+    if isinstance(x, np.ndarray):
+        pad = ((0, 0), (0, 0), (0, h2 - h), (0, w2 - w))
+        return np.pad(x, pad, mode="reflect" if reflect else "edge"), (h, w)
+    import torch.nn.functional as F
+
+    return F.pad(x, (0, w2 - w, 0, h2 - h), mode="reflect" if reflect else "replicate"), (h, w)
 
 
 class TiledModel:
@@ -58,26 +72,36 @@ class TiledModel:
     def needs_tiling(self, h: int, w: int) -> bool:
         return h > self.window or w > self.window
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x: Array, t: Array) -> Array:
         b, _, h, w = x.shape
         if not self.needs_tiling(h, w):
             return self.model(x, t)
+        numpy = isinstance(x, np.ndarray)
+        if numpy:
+            zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
+            cat, tile_t = np.concatenate, (lambda n: np.tile(t, n))
+        else:
+            import torch
+
+            zeros = lambda *shape: torch.zeros(shape, device=x.device)  # noqa: E731
+            cat, tile_t = torch.cat, t.repeat
         win = self.window
         ys, xs = tile_starts(h, win, self.overlap), tile_starts(w, win, self.overlap)
         wh = min(win, h)
         ww = min(win, w)
-        weight = blend_weights(win, self.overlap, x.device)[:wh, :ww]
+        weight_np = blend_weights_np(win, self.overlap)[:wh, :ww]
+        weight = weight_np if numpy else blend_weights(win, self.overlap, x.device)[:wh, :ww]
         coords = [(y, x0) for y in ys for x0 in xs]
-        out: Tensor | None = None
-        norm = torch.zeros(1, 1, h, w, device=x.device)
-        for i in range(0, len(coords), max(1, self.max_batch // b)):
-            chunk = coords[i : i + max(1, self.max_batch // b)]
-            tiles = torch.cat(
-                [x[:, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk]
-            )  # (n*B, C, wh, ww)
-            pred = self.model(tiles, t.repeat(len(chunk))).float()
+        out: Array | None = None
+        norm = zeros(1, 1, h, w)
+        per_call = max(1, self.max_batch // b)
+        for i in range(0, len(coords), per_call):
+            chunk = coords[i : i + per_call]
+            tiles = cat([x[:, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk])  # (n*B, C, wh, ww)
+            pred = self.model(tiles, tile_t(len(chunk)))
+            pred = pred.astype(np.float32) if numpy else pred.float()
             if out is None:
-                out = torch.zeros(b, pred.shape[1], h, w, device=x.device)
+                out = zeros(b, pred.shape[1], h, w)
             for j, (y, x0) in enumerate(chunk):
                 out[:, :, y : y + wh, x0 : x0 + ww] += pred[j * b : (j + 1) * b] * weight
                 norm[:, :, y : y + wh, x0 : x0 + ww] += weight
