@@ -184,7 +184,15 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.cpu_deploy:
         if not a.checkpoint:
             raise ValueError("--cpu-deploy needs --checkpoint RUN (a trained model, for accuracy)")
-        run_cpu_deploy(a.checkpoint, repeats=a.repeats, size=a.size, json_path=a.json)
+        run_cpu_deploy(
+            a.checkpoint,
+            repeats=a.repeats,
+            size=a.size,
+            json_path=a.json,
+            batches=tuple(a.batches),
+            steps=a.deploy_steps,
+            out_dir=a.deploy_out,
+        )
         return 0
 
     run_bench(
@@ -402,6 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Runtime fp32 and int8, at batch 1 and 8, with accuracy (needs --checkpoint)",
     )
     s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy")
+    s.add_argument(
+        "--batches", type=int, nargs="+", default=[1, 8], help="--cpu-deploy batch sizes"
+    )
+    s.add_argument(
+        "--deploy-out",
+        default="bench-deploy",
+        help="--cpu-deploy: folder for the exported fp32 and int8 models",
+    )
+    s.add_argument(
+        "--deploy-steps", type=int, default=20, help="--cpu-deploy sampler steps (dpmpp_2m)"
+    )
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser(

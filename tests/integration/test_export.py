@@ -124,3 +124,37 @@ def test_quantize_writes_a_sampling_int8_model_and_gate_rejects_broken_calibrati
             max_loss_db=0.3,
         )
     assert not (tmp_path / "broken.onnx").exists()
+
+
+def test_cpu_deploy_bench_table_has_every_path(tiny_run, tmp_path):
+    p = run_cli(
+        "bench",
+        "--cpu-deploy",
+        "--checkpoint",
+        str(tiny_run),
+        "--batches",
+        "1",
+        "--deploy-steps",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+        str(tmp_path / "deploy.json"),
+        "--deploy-out",
+        str(tmp_path / "models"),
+    )
+    import json
+
+    rows = {r["path"]: r for r in json.loads((tmp_path / "deploy.json").read_text())["rows"]}
+    assert set(rows) >= {
+        "eager fp32",
+        "compiled fp32",
+        "onnxruntime fp32",
+        "onnxruntime int8 (QDQ)",
+        "onnxruntime fp32, numpy engine",
+    }
+    assert all(r["call_b1_ms"] > 0 and r["sample_b1_s"] > 0 for r in rows.values())
+    # the same fp32 network with torch or numpy doing the sampler arithmetic: same samples
+    assert rows["onnxruntime fp32, numpy engine"]["psnr_vs_fp32_b1"] > 50
+    assert rows["compiled fp32"]["psnr_vs_fp32_b1"] > 50
+    assert "int8 accuracy gate" in p.stdout
