@@ -1,34 +1,44 @@
 """Forward noising, prediction targets, and the training loss.
 
-The conversions between eps, x0 and v predictions live here and nowhere else.
+The conversions between eps, x0 and v predictions live here and nowhere else; they work on torch
+tensors and numpy arrays alike (the ONNX Runtime engine uses them without torch).
 Conditioning is channel concatenation ``[x_t, cond]`` in that order, everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from condiff.diffusion.schedule import NoiseSchedule
 
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    ModelFn = Callable[[Tensor, Tensor], Tensor]
+
 OBJECTIVES = ("eps", "v", "x0")
-ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _b(a: Tensor) -> Tensor:
-    return a.view(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
+    return a.reshape(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
 
 
 def concat_condition(x_t: Tensor, cond: Tensor) -> Tensor:
     """The network's input: noisy target then condition, on channels."""
+    if isinstance(x_t, np.ndarray):
+        return np.concatenate([x_t, cond], axis=1)
+    import torch
+
     return torch.cat([x_t, cond], dim=1)
 
 
 def q_sample(x0: Tensor, alpha_bar: Tensor, eps: Tensor) -> Tensor:
     """x_t = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. 2020, eq. 4); ``alpha_bar`` is ``(B,)``."""
-    return _b(alpha_bar.sqrt()) * x0 + _b((1 - alpha_bar).sqrt()) * eps
+    return _b(alpha_bar**0.5) * x0 + _b((1 - alpha_bar) ** 0.5) * eps
 
 
 def target_for(objective: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
@@ -38,13 +48,13 @@ def target_for(objective: str, x0: Tensor, eps: Tensor, alpha_bar: Tensor) -> Te
     if objective == "x0":
         return x0
     if objective == "v":
-        return _b(alpha_bar.sqrt()) * eps - _b((1 - alpha_bar).sqrt()) * x0
+        return _b(alpha_bar**0.5) * eps - _b((1 - alpha_bar) ** 0.5) * x0
     raise ValueError(f"unknown objective {objective!r}; expected one of {list(OBJECTIVES)}")
 
 
 def to_x0(objective: str, pred: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
     """Turn a network prediction into the clean-image estimate x0_hat."""
-    sa, s1a = _b(alpha_bar.sqrt()), _b((1 - alpha_bar).sqrt())
+    sa, s1a = _b(alpha_bar**0.5), _b((1 - alpha_bar) ** 0.5)
     if objective == "eps":
         return (x_t - s1a * pred) / sa
     if objective == "x0":
@@ -56,7 +66,7 @@ def to_x0(objective: str, pred: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tenso
 
 def eps_from_x0(x0_hat: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
     """The noise consistent with x_t and an x0 estimate (inverse of ``q_sample``)."""
-    return (x_t - _b(alpha_bar.sqrt()) * x0_hat) / _b((1 - alpha_bar).sqrt())
+    return (x_t - _b(alpha_bar**0.5) * x0_hat) / _b((1 - alpha_bar) ** 0.5)
 
 
 def snr_weight(objective: str, snr: Tensor, gamma: float) -> Tensor:
@@ -88,6 +98,8 @@ def diffusion_loss(
 
     ``t`` and ``eps`` default to uniform timesteps and Gaussian noise drawn from ``generator``.
     """
+    import torch
+
     b = x0.shape[0]
     if cond.shape[0] != b or cond.shape[-2:] != x0.shape[-2:]:
         raise ValueError(

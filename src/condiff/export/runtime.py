@@ -16,24 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from condiff.config import RunConfig
+from condiff.diffusion.objectives import concat_condition, to_x0
 from condiff.diffusion.samplers import get_sampler
 from condiff.diffusion.schedule import NoiseSchedule, spaced_timesteps
 from condiff.infer.tiling import TiledModel, pad_to_multiple
-
-
-def to_x0_np(
-    objective: str, pred: np.ndarray, x_t: np.ndarray, alpha_bar: np.ndarray
-) -> np.ndarray:
-    """numpy twin of :func:`condiff.diffusion.objectives.to_x0` (``alpha_bar`` is ``(B,)``)."""
-    sa = np.sqrt(alpha_bar).reshape(-1, 1, 1, 1)
-    s1a = np.sqrt(1 - alpha_bar).reshape(-1, 1, 1, 1)
-    if objective == "eps":
-        return (x_t - s1a * pred) / sa
-    if objective == "x0":
-        return pred
-    if objective == "v":
-        return sa * x_t - s1a * pred
-    raise ValueError(f"unknown objective {objective!r}")
 
 
 def dynamic_threshold_np(x0: np.ndarray, percentile: float) -> np.ndarray:
@@ -120,8 +106,8 @@ class OrtPipeline:
             raise ValueError(f"noise has shape {noise.shape}, expected {shape}")
 
         def denoise(x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
-            pred = net(np.concatenate([x_t, cond_k], axis=1), t).astype(np.float32)
-            x0 = to_x0_np(d.objective, pred, x_t, self.alphas_cumprod[t])
+            pred = net(concat_condition(x_t, cond_k), t).astype(np.float32)
+            x0 = to_x0(d.objective, pred, x_t, self.alphas_cumprod[t])
             if sc.dynamic_threshold is not None:
                 return dynamic_threshold_np(x0, sc.dynamic_threshold)
             return np.clip(x0, -1, 1) if sc.clip else x0
