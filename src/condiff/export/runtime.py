@@ -61,7 +61,7 @@ class OrtPipeline:
         self.window = self.cfg.data.crop_size
 
     def network(self, x_concat: np.ndarray, t: np.ndarray) -> np.ndarray:
-        feeds = {"x_concat": x_concat.astype(np.float32), "time": t.astype(np.int64)}
+        feeds = {"x_concat": np.asarray(x_concat, np.float32), "time": np.asarray(t, np.int64)}
         return self.session.run(None, feeds)[0]
 
     def __call__(
