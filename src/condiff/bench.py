@@ -451,9 +451,16 @@ def run_cpu_deploy(
     repeats: int = 3,
     size: int | None = None,
     json_path: str | None = "bench_deploy.json",
+    quantize: dict | None = None,
 ) -> list[dict]:
     """CPU deployment paths side by side: latency of one network call and of a ``steps``-step
-    dpmpp_2m sample at each batch, with the samples' PSNR against eager fp32 (same seeds)."""
+    dpmpp_2m sample at each batch, with the samples' PSNR against eager fp32 (same seeds).
+
+    One path's engine is alive at a time (an ONNX Runtime session of seed-default holds ~15 GB
+    after a call). ``quantize``: keyword arguments for :func:`quantize_run` (calibration, gate).
+    """
+    import gc
+
     from condiff.data.io import from_model
     from condiff.evaluate.metrics import psnr
     from condiff.export.onnx import OrtNetwork, export_onnx
@@ -467,32 +474,41 @@ def run_cpu_deploy(
     model = base.model
     s = size or base.cfg.data.crop_size
     fp32_onnx, _ = export_onnx(checkpoint, out / "fp32.onnx")
-    int8_onnx, gate_report = quantize_run(checkpoint, out / "int8.onnx", force=True)
-    compiled = torch.compile(model)
-
-    def compiled_bf16(x: Tensor, t: Tensor) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return compiled(x, t).float()
-
-    paths: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        "eager fp32": model,
-        "compiled fp32": compiled,
-        "compiled bf16 (autocast)": compiled_bf16,
-        "onnxruntime fp32": OrtNetwork(fp32_onnx),
-        "onnxruntime int8 (QDQ)": OrtNetwork(int8_onnx),
-    }
-    # The torch-free engine: the same fp32 model, samplers on numpy (condiff.export.runtime).
-    numpy_engine = OrtPipeline(fp32_onnx)
-    numpy_network = paths["onnxruntime fp32, numpy engine"] = numpy_engine.network
+    int8_onnx, gate_report = quantize_run(
+        checkpoint, out / "int8.onnx", force=True, **(quantize or {})
+    )
     sched, cin, cout = (
         base.schedule,
         base.cfg.model.in_img_channels,
         base.cfg.model.out_img_channels,
     )
+    residual = base.cfg.diffusion.residual
+
+    def compiled_bf16() -> Callable[[Tensor, Tensor], Tensor]:
+        compiled = torch.compile(model)
+
+        def net(x: Tensor, t: Tensor) -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return compiled(x, t).float()
+
+        return net
+
+    # name -> factory of the network callable; "numpy" builds the torch-free engine instead
+    factories: dict[str, Callable[[], Callable]] = {
+        "eager fp32": lambda: model,
+        "compiled fp32": lambda: torch.compile(model),
+        "compiled bf16 (autocast)": compiled_bf16,
+        "onnxruntime fp32": lambda: OrtNetwork(fp32_onnx),
+        "onnxruntime int8 (QDQ)": lambda: OrtNetwork(int8_onnx),
+        "onnxruntime fp32, numpy engine": lambda: OrtPipeline(fp32_onnx),
+    }
     rows: list[dict] = []
     ref: dict[int, Tensor] = {}
     dev = torch.device("cpu")
-    for name, net in paths.items():
+    for name, make in factories.items():
+        engine = make()
+        numpy = isinstance(engine, OrtPipeline)
+        net = engine.network if numpy else engine
         row: dict = {"path": name}
         for b in batches:
             g = torch.Generator().manual_seed(b)
@@ -500,40 +516,39 @@ def run_cpu_deploy(
             t = torch.full((b,), 500)
             cond = torch.rand(b, cin - cout, s, s, generator=g) * 2 - 1
             xT = torch.randn(b, cout, s, s, generator=g)
-            numpy = net is numpy_network
             if numpy:
                 x, t = x.numpy(), t.numpy()
+
+            def run(net=net, cond=cond, xT=xT, engine=engine, numpy=numpy) -> Tensor:
+                if numpy:  # a finished sample: residual added, clipped
+                    y = engine(cond.numpy(), sampler="dpmpp_2m", steps=steps, noise=xT.numpy())
+                    return torch.from_numpy(y)
+                return sample(
+                    net,
+                    cond,
+                    sched,
+                    target_channels=cout,
+                    steps=steps,
+                    x_T=xT,
+                    objective=base.cfg.diffusion.objective,
+                )
+
             with torch.no_grad():
                 row[f"call_b{b}_ms"] = 1000 * _timer(
                     dev, lambda net=net, x=x, t=t: net(x, t), repeats
                 )
-
-                def run(net=net, cond=cond, xT=xT, numpy=numpy) -> Tensor:
-                    if numpy:  # a finished sample: residual added, clipped
-                        y = numpy_engine(
-                            cond.numpy(), sampler="dpmpp_2m", steps=steps, noise=xT.numpy()
-                        )
-                        return torch.from_numpy(y)
-                    return sample(
-                        net,
-                        cond,
-                        sched,
-                        target_channels=cout,
-                        steps=steps,
-                        x_T=xT,
-                        objective=base.cfg.diffusion.objective,
-                    )
-
-                row[f"sample_b{b}_s"] = _timer(dev, run, max(1, repeats - 1), warmup=1)
-                y = run()
+                y = run()  # also the warm-up of the timed samples
+                row[f"sample_b{b}_s"] = _timer(dev, run, max(1, repeats - 1), warmup=0)
             ref.setdefault(b, y)
             ref_b = ref[b]
-            if numpy and base.cfg.diffusion.residual:  # compare finished samples
+            if numpy and residual:  # compare finished samples
                 ref_b = (ref_b + cond[:, :cout]).clamp(-1, 1)
             row[f"psnr_vs_fp32_b{b}"] = float(
                 np.mean([psnr(from_model(y[i]), from_model(ref_b[i])) for i in range(b)])
             )
         rows.append(row)
+        del engine, net
+        gc.collect()
         print(f"  {name}: done", flush=True)
     hdr = f"{'path':<28}" + "".join(
         f"{'call b' + str(b) + ' ms':>13}{'(x)':>6}{str(steps) + '-step b' + str(b) + ' s':>15}{'(x)':>6}{'dB vs fp32':>11}"

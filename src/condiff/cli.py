@@ -192,6 +192,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
             batches=tuple(a.batches),
             steps=a.deploy_steps,
             out_dir=a.deploy_out,
+            quantize={
+                "calib_images": a.calib_images,
+                "calib_steps": a.calib_steps,
+                "gate_steps": a.gate_steps,
+                "max_side": a.max_side,
+            },
         )
         return 0
 
@@ -412,6 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy")
     s.add_argument(
         "--batches", type=int, nargs="+", default=[1, 8], help="--cpu-deploy batch sizes"
+    )
+    s.add_argument(
+        "--calib-images", type=int, default=4, help="--cpu-deploy: int8 calibration images"
+    )
+    s.add_argument(
+        "--calib-steps", type=int, default=10, help="--cpu-deploy: steps recorded per image"
+    )
+    s.add_argument(
+        "--gate-steps", type=int, default=20, help="--cpu-deploy: sampler steps of the int8 gate"
+    )
+    s.add_argument(
+        "--max-side", type=int, default=128, help="--cpu-deploy: calibration/gate image side"
     )
     s.add_argument(
         "--deploy-out",
