@@ -72,7 +72,11 @@ def tiny_run(tmp_path_factory) -> Path:
     """A tiny model trained for 60 steps through the real CLI, on real files."""
     root = tmp_path_factory.mktemp("tiny_run")
     cfg = write_yaml(root / "cfg.yaml", tiny_config(root / "run"))
-    run_cli("train", "--config", str(cfg), "--no-progress", "train.steps=60", "train.val_every=60")
+    p = run_cli(
+        "train", "--config", str(cfg), "--no-progress", "train.steps=60", "train.val_every=60"
+    )
+    rate = float(p.stdout.split("training speed: ")[1].split()[0])
+    assert rate > 0  # the steady rate is reported after training
     return root / "run"
 
 

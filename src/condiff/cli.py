@@ -86,6 +86,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         f"{state}: step {result.step}, checkpoint {result.checkpoint}, "
         f"TensorBoard logs in {result.run_dir / 'tb'}"
     )
+    rates = [h["img_per_s"] for h in result.history if "img_per_s" in h]
+    if len(rates) >= 2:  # the first window includes start-up (and compilation)
+        print(f"training speed: {rates[-1]:.1f} img/s over the last log window")
     return 0
 
 
