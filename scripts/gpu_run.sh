@@ -11,7 +11,7 @@ case "${PART:-bench}" in
   # Order for a session with device time: tests, attn, bench, train (docs/NOTES.md says why).
   tests) timeout ${T:-400} python3 -m pytest -q -p no:cacheprovider -p no:logging --tb=short tests/gpu \
            2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log" ;;
-  attn)  python3 scripts/attention_bench.py ${SWEEP:---quick} --json "$OUT/attn.json" 2>&1 | tee "$OUT/attn.log" ;;
+  attn)  python3 scripts/attention_bench.py ${SWEEP---quick} --json "$OUT/attn.json" 2>&1 | tee "$OUT/attn.log" ;;
   bench) python3 -m condiff.cli bench --presets ${PRESETS:-seed-default} --repeats ${REPEATS:-3} \
            --batch 64 --sample-batch 16 --no-diffusers --profile ${ONLY:+--only $ONLY} \
            --json "$OUT/bench_${PRESETS:-seed-default}.json" 2>&1 | grep -v DEBUG | tee "$OUT/bench.log" ;;
