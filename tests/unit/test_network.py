@@ -178,7 +178,7 @@ def test_attention_kernel_selection_falls_back_to_sdpa_without_triton_and_cuda()
     if attn.triton_available():
         pytest.skip("Triton and CUDA are present")
     assert attn.get_attention_kernel() == "sdpa"  # "auto" on this machine
-    with pytest.raises(ValueError, match="triton package and a CUDA device"):
+    with pytest.raises(ValueError, match="triton package, a CUDA device"):
         attn.set_attention_kernel("triton")
     with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
         attn.set_attention_kernel("flash")

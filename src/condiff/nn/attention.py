@@ -32,8 +32,13 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 @cache
 def triton_available() -> bool:
-    """Whether the Triton kernel can run here (Triton installed and a CUDA device present)."""
-    return importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+    """Whether the Triton kernel can run here: Triton installed, a CUDA device present, and a torch
+    with ``torch.library.triton_op`` (2.6 or newer)."""
+    return (
+        hasattr(torch.library, "triton_op")
+        and importlib.util.find_spec("triton") is not None
+        and torch.cuda.is_available()
+    )
 
 
 _triton_module = None  # condiff.nn.triton_attention, imported when first selected
@@ -63,7 +68,7 @@ def set_attention_kernel(name: str) -> None:
         )
     if name == "triton" and not triton_available():
         raise ValueError(
-            "attention kernel 'triton' needs the triton package and a CUDA device; "
+            "attention kernel 'triton' needs the triton package, a CUDA device and torch >= 2.6; "
             "use 'sdpa' or 'auto'"
         )
     global _active, _resolved, _triton_module
