@@ -547,7 +547,7 @@ def run_cpu_deploy(
                 np.mean([psnr(from_model(y[i]), from_model(ref_b[i])) for i in range(b)])
             )
         rows.append(row)
-        del engine, net
+        del engine, net, run  # run() holds the engine too: free it before the next one
         gc.collect()
         print(f"  {name}: done", flush=True)
     hdr = f"{'path':<28}" + "".join(
