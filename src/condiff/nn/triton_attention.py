@@ -4,7 +4,11 @@ At the spec's head size 8 attention is bound by the per-element softmax work, no
 products, so the kernel spends as few instructions per score as it can:
 
 - scores are taken in the log2 domain (``exp2``) with the softmax scale applied in the same
-  fused multiply-add that subtracts the running row maximum;
+  fused multiply-add that subtracts the row offset;
+- the row offset is a fixed Cauchy-Schwarz bound, |q_i| max_j |k_j| times the scale, wherever all
+  bounds of a query tile are <= 60 (then exp2(s - bound) stays within [2^-120, 1]): no running
+  maximum and no rescaling (``MAX_BOUND``); tiles with larger logits take the usual online-softmax
+  loop inside the same program;
 - with the head padded to the next tensor-core width (8 -> 16), the padding column of V is set to
   one, so the row sums of P come out of the P @ V product on the tensor cores instead of a
   per-element reduction (``ROWSUM_MMA``);
@@ -18,7 +22,8 @@ Python floats as float64 (and a float ``tl.constexpr`` came out wrong under it).
 
 The ops are registered through ``torch.library.triton_op`` so that ``torch.compile`` traces them
 without a graph break and CUDA graphs capture them. Import this module only where Triton is
-installed; :func:`available` says whether it can run.
+installed; :func:`condiff.nn.attention.triton_available` says whether it can run. Measured
+figures and the tile sweep: docs/NOTES.md, ``scripts/attention_bench.py``.
 """
 
 from __future__ import annotations
