@@ -89,8 +89,11 @@ class TiledModel:
         ys, xs = tile_starts(h, win, self.overlap), tile_starts(w, win, self.overlap)
         wh = min(win, h)
         ww = min(win, w)
-        weight_np = blend_weights_np(win, self.overlap)[:wh, :ww]
-        weight = weight_np if numpy else blend_weights(win, self.overlap, x.device)[:wh, :ww]
+        weight = (
+            blend_weights_np(win, self.overlap)
+            if numpy
+            else blend_weights(win, self.overlap, x.device)
+        )[:wh, :ww]
         coords = [(y, x0) for y in ys for x0 in xs]
         out: Array | None = None
         norm = zeros(1, 1, h, w)
