@@ -171,108 +171,90 @@ def bench_variant(
     repeats: int,
     profile: bool = False,
 ) -> BenchRow:
-    from condiff.nn.attention import get_attention_kernel, set_attention_kernel
+    """One row of the table, run with ``var.attention`` as the attention kernel."""
+    from condiff.nn.attention import attention_kernel
 
-    previous = get_attention_kernel()
-    set_attention_kernel(var.attention)
-    try:
-        return _bench_variant(
-            preset, var, device, size=size, batch=batch, sample_batch=sample_batch,
-            repeats=repeats, profile=profile,
-        )  # fmt: skip
-    finally:
-        set_attention_kernel(previous)
+    with attention_kernel(var.attention):
+        kw = {**ConditionalUNet().config, **preset_kwargs(preset), "dropout_rate": 0.0}
+        torch.manual_seed(0)
+        model: nn.Module = DiffusersAdapter(kw, size) if var.diffusers else ConditionalUNet(**kw)
+        model = model.to(device)
+        fmt = torch.channels_last if var.cl else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        net: nn.Module = torch.compile(model) if var.compile else model
+        cin, cout = kw["in_img_channels"], kw["out_img_channels"]
+        ac = (
+            torch.autocast(device.type, dtype=var.dtype)
+            if var.dtype is not None
+            else contextlib.nullcontext()
+        )
+        sched = NoiseSchedule("linear")
+        row = BenchRow(preset, var.name, train_batch=batch, sample_batch=sample_batch)
 
+        # training step: loss, backward, AdamW (fused on CUDA)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
+        )
+        x0 = torch.randn(batch, cout, size, size, device=device).contiguous(memory_format=fmt)
+        cond = torch.randn(batch, cin - cout, size, size, device=device).contiguous(
+            memory_format=fmt
+        )
 
-def _bench_variant(
-    preset: str,
-    var: Variant,
-    device: torch.device,
-    *,
-    size: int,
-    batch: int,
-    sample_batch: int,
-    repeats: int,
-    profile: bool,
-) -> BenchRow:
-    kw = {**ConditionalUNet().config, **preset_kwargs(preset), "dropout_rate": 0.0}
-    torch.manual_seed(0)
-    model: nn.Module = DiffusersAdapter(kw, size) if var.diffusers else ConditionalUNet(**kw)
-    model = model.to(device)
-    fmt = torch.channels_last if var.cl else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    net: nn.Module = torch.compile(model) if var.compile else model
-    cin, cout = kw["in_img_channels"], kw["out_img_channels"]
-    ac = (
-        torch.autocast(device.type, dtype=var.dtype)
-        if var.dtype is not None
-        else contextlib.nullcontext()
-    )
-    sched = NoiseSchedule("linear")
-    row = BenchRow(preset, var.name, train_batch=batch, sample_batch=sample_batch)
+        def train_step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with ac:
+                loss = diffusion_loss(net, x0, cond, sched).mean()
+            loss.backward()
+            opt.step()
 
-    # training step: loss, backward, AdamW (fused on CUDA)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-4, **({"fused": True} if device.type == "cuda" else {})
-    )
-    x0 = torch.randn(batch, cout, size, size, device=device).contiguous(memory_format=fmt)
-    cond = torch.randn(batch, cin - cout, size, size, device=device).contiguous(memory_format=fmt)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        dt = _timer(device, train_step, repeats, warmup=3)
+        row.train_img_s = batch / dt
+        if device.type == "cuda":
+            row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
+        if profile:
+            row.profile = profile_families(train_step, device)
+        model.eval()
 
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with ac:
-            loss = diffusion_loss(net, x0, cond, sched).mean()
-        loss.backward()
-        opt.step()
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    dt = _timer(device, train_step, repeats, warmup=3)
-    row.train_img_s = batch / dt
-    if device.type == "cuda":
-        row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
-    if profile:
-        row.profile = profile_families(train_step, device)
-    model.eval()
-
-    x1 = torch.randn(1, cin, size, size, device=device).contiguous(memory_format=fmt)
-    t1 = torch.tensor([500], device=device)
-    with torch.no_grad(), ac:
-        row.fwd_ms_b1 = 1000 * _timer(device, lambda: net(x1, t1), repeats * 3)
-    if var.graphs and device.type == "cuda":
-        row.fwd_graph_ms_b1 = 1000 * _graphed_forward_time(net, x1, t1, var.dtype, repeats * 3)
-
-    def sampler_time(name: str, steps: int, b: int) -> float:
-        c = torch.randn(b, cin - cout, size, size, device=device).contiguous(memory_format=fmt)
-        xT = torch.randn(b, cout, size, size, device=device)
+        x1 = torch.randn(1, cin, size, size, device=device).contiguous(memory_format=fmt)
+        t1 = torch.tensor([500], device=device)
+        with torch.no_grad(), ac:
+            row.fwd_ms_b1 = 1000 * _timer(device, lambda: net(x1, t1), repeats * 3)
         if var.graphs and device.type == "cuda":
-            g = GraphedSampler(
-                net,
-                sched,
-                c,
-                xT,
-                sampler=name,
-                steps=steps,
-                objective="eps",
-                spacing="trailing",
-                clip=True,
-                autocast_dtype=var.dtype,
-            )
-            return _timer(device, lambda: g(c, xT), max(3, repeats // 2), warmup=1)
-        with ac:
-            return _timer(
-                device,
-                lambda: sample(
-                    net, c, sched, target_channels=cout, sampler=name, steps=steps, x_T=xT
-                ),
-                max(3, repeats // 2),
-                warmup=1,
-            )
+            row.fwd_graph_ms_b1 = 1000 * _graphed_forward_time(net, x1, t1, var.dtype, repeats * 3)
 
-    row.dpmpp20_ms_b1 = 1000 * sampler_time("dpmpp_2m", 20, 1)
-    row.ddim50_ms_b1 = 1000 * sampler_time("ddim", 50, 1)
-    row.sample_img_s = sample_batch / sampler_time("dpmpp_2m", 20, sample_batch)
-    return row
+        def sampler_time(name: str, steps: int, b: int) -> float:
+            c = torch.randn(b, cin - cout, size, size, device=device).contiguous(memory_format=fmt)
+            xT = torch.randn(b, cout, size, size, device=device)
+            if var.graphs and device.type == "cuda":
+                g = GraphedSampler(
+                    net,
+                    sched,
+                    c,
+                    xT,
+                    sampler=name,
+                    steps=steps,
+                    objective="eps",
+                    spacing="trailing",
+                    clip=True,
+                    autocast_dtype=var.dtype,
+                )
+                return _timer(device, lambda: g(c, xT), max(3, repeats // 2), warmup=1)
+            with ac:
+                return _timer(
+                    device,
+                    lambda: sample(
+                        net, c, sched, target_channels=cout, sampler=name, steps=steps, x_T=xT
+                    ),
+                    max(3, repeats // 2),
+                    warmup=1,
+                )
+
+        row.dpmpp20_ms_b1 = 1000 * sampler_time("dpmpp_2m", 20, 1)
+        row.ddim50_ms_b1 = 1000 * sampler_time("ddim", 50, 1)
+        row.sample_img_s = sample_batch / sampler_time("dpmpp_2m", 20, sample_batch)
+        return row
 
 
 # Kernel-name patterns, first match wins: where a training step's GPU time goes.

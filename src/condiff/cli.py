@@ -49,6 +49,27 @@ def _add_speed(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_int8(p: argparse.ArgumentParser, note: str = "") -> None:
+    """The int8 calibration and gate options (``condiff quantize``, ``bench --cpu-deploy``)."""
+    p.add_argument("--calib-images", type=int, default=4, help=f"{note}calibration images")
+    p.add_argument(
+        "--calib-steps", type=int, default=10, help=f"{note}sampler steps recorded per image"
+    )
+    p.add_argument("--gate-steps", type=int, default=20, help=f"{note}sampler steps for the gate")
+    p.add_argument(
+        "--max-side", type=int, default=128, help=f"{note}center-crop images to this side"
+    )
+
+
+def _int8(a: argparse.Namespace) -> dict:
+    return {
+        "calib_images": a.calib_images,
+        "calib_steps": a.calib_steps,
+        "gate_steps": a.gate_steps,
+        "max_side": a.max_side,
+    }
+
+
 def _speed(a: argparse.Namespace) -> dict:
     return {"compile": False if a.no_compile else None, "graphs": False if a.no_graphs else None}
 
@@ -159,12 +180,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         a.checkpoint,
         a.output,
         calibration=a.calibration,
-        calib_images=a.calib_images,
-        calib_steps=a.calib_steps,
-        gate_steps=a.gate_steps,
-        max_side=a.max_side,
         max_loss_db=a.max_loss_db,
         force=a.force,
+        **_int8(a),
     )
     print(f"accuracy gate: {report}")
     print(
@@ -195,12 +213,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
             batches=tuple(a.batches),
             steps=a.deploy_steps,
             out_dir=a.deploy_out,
-            quantize={
-                "calib_images": a.calib_images,
-                "calib_steps": a.calib_steps,
-                "gate_steps": a.gate_steps,
-                "max_side": a.max_side,
-            },
+            quantize=_int8(a),
         )
         return 0
 
@@ -422,18 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--batches", type=int, nargs="+", default=[1, 8], help="--cpu-deploy batch sizes"
     )
-    s.add_argument(
-        "--calib-images", type=int, default=4, help="--cpu-deploy: int8 calibration images"
-    )
-    s.add_argument(
-        "--calib-steps", type=int, default=10, help="--cpu-deploy: steps recorded per image"
-    )
-    s.add_argument(
-        "--gate-steps", type=int, default=20, help="--cpu-deploy: sampler steps of the int8 gate"
-    )
-    s.add_argument(
-        "--max-side", type=int, default=128, help="--cpu-deploy: calibration/gate image side"
-    )
+    _add_int8(s, note="--cpu-deploy int8: ")
     s.add_argument(
         "--deploy-out",
         default="bench-deploy",
@@ -475,10 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder of clean images for the run's task (default: the run's training images)",
     )
-    s.add_argument("--calib-images", type=int, default=4, help="calibration images")
-    s.add_argument("--calib-steps", type=int, default=10, help="sampler steps recorded per image")
-    s.add_argument("--gate-steps", type=int, default=20, help="sampler steps for the gate")
-    s.add_argument("--max-side", type=int, default=128, help="center-crop images to this side")
+    _add_int8(s)
     s.add_argument(
         "--max-loss-db",
         type=float,

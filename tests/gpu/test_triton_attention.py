@@ -64,25 +64,22 @@ def test_large_scores_stay_finite():
 
 def test_network_with_triton_matches_sdpa_and_compiles_without_graph_breaks():
     from condiff import ConditionalUNet
-    from condiff.nn.attention import get_attention_kernel, set_attention_kernel
+    from condiff.nn.attention import attention_kernel, get_attention_kernel
 
     torch.manual_seed(0)
     m = ConditionalUNet(dropout_rate=0.0).to(DEV)  # seed-default (heads of size 8), no dropout
     x, t = torch.randn(2, 2, 40, 40, device=DEV), torch.tensor([3, 700], device=DEV)
-    try:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            set_attention_kernel("sdpa")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        with attention_kernel("sdpa"):
             ref = m(x, t)
-            set_attention_kernel("triton")
+        with attention_kernel("triton"):
             assert get_attention_kernel() == "triton"
             out = m(x, t)
             compiled = torch.compile(m, fullgraph=True)(x, t)
             compiled.float().square().mean().backward()
-        assert not torch.equal(out, ref)  # another kernel really ran
-        assert rel(out, ref) < 2e-2 and rel(compiled, ref) < 2e-2
-        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    finally:
-        set_attention_kernel("auto")
+    assert not torch.equal(out, ref)  # another kernel really ran
+    assert rel(out, ref) < 2e-2 and rel(compiled, ref) < 2e-2
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
 def test_cuda_graph_capture_and_replay():

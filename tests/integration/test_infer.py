@@ -10,7 +10,7 @@ from PIL import Image
 import condiff
 from condiff.data import read_image
 from condiff.evaluate.metrics import mae, psnr, ssim
-from condiff.infer.run import uncertainty
+from condiff.infer.outputs import uncertainty
 from condiff.infer.tiling import TiledModel, blend_weights, tile_starts
 from tests.conftest import run_cli
 

@@ -197,12 +197,10 @@ def test_registered_kernel_is_what_attention_blocks_call():
     attn.register_kernel("_test_counting", counting)
     m = ConditionalUNet.from_preset("tiny").eval()
     x, t = torch.randn(1, 2, 16, 16), torch.tensor([5])
-    try:
-        with torch.no_grad():
-            ref = m(x, t)
-            attn.set_attention_kernel("_test_counting")
+    with torch.no_grad():
+        ref = m(x, t)
+        with attn.attention_kernel("_test_counting"):
             out = m(x, t)
-    finally:
-        attn.set_attention_kernel("auto")
+    assert attn._active == "auto"  # the selection before the block is back
     assert calls and all(len(s) == 4 for s in calls)
     torch.testing.assert_close(out, ref)

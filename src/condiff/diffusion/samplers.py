@@ -35,11 +35,6 @@ def _steps(timesteps: Sequence[int] | Array, progress: bool, desc: str) -> Itera
     return idx
 
 
-def _ab(schedule: NoiseSchedule, t: int) -> float:
-    """alpha_bar at integer t; t < 0 means the clean end of the chain (alpha_bar = 1)."""
-    return schedule.ab(t)
-
-
 def _f32(x: Array) -> Array:
     return x.astype(np.float32) if isinstance(x, np.ndarray) else x.float()
 
@@ -76,7 +71,7 @@ def ddpm(
     ts = timesteps.tolist()
     for i in _steps(timesteps, progress, "ddpm"):
         t, t_prev = ts[i], ts[i + 1] if i + 1 < len(ts) else -1
-        a, a_prev = _ab(schedule, t), _ab(schedule, t_prev)
+        a, a_prev = schedule.ab(t), schedule.ab(t_prev)
         beta = 1 - a / a_prev  # the respaced step's beta
         x0 = denoise(x, _tvec(x, t))
         # 1. posterior mean (eq. 7): coefficients on x0_hat and x_t
@@ -106,7 +101,7 @@ def ddim(
     ts = timesteps.tolist()
     for i in _steps(timesteps, progress, "ddim"):
         t, t_prev = ts[i], ts[i + 1] if i + 1 < len(ts) else -1
-        a, a_prev = _ab(schedule, t), _ab(schedule, t_prev)
+        a, a_prev = schedule.ab(t), schedule.ab(t_prev)
         x0 = denoise(x, _tvec(x, t))
         eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)  # the noise consistent with x and x0
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev)
@@ -138,12 +133,12 @@ def dpmpp_2m(
     h_prev = 0.0
     for i in _steps(timesteps, progress, "dpmpp_2m"):
         t = ts[i]
-        a = _ab(schedule, t)
+        a = schedule.ab(t)
         x0 = denoise(x, _tvec(x, t))
         if i + 1 == len(ts):
             x = x0  # sigma_next = 0: the lower-order final step returns the x0 estimate
             break
-        a_next = _ab(schedule, ts[i + 1])
+        a_next = schedule.ab(ts[i + 1])
         lam = 0.5 * math.log(a / (1 - a))
         lam_next = 0.5 * math.log(a_next / (1 - a_next))
         h = lam_next - lam
@@ -173,7 +168,7 @@ def euler(
 ) -> Array:
     """Euler's method on the probability-flow ODE in sigma space (Karras et al. 2022, eq. 1)."""
     ts = timesteps.tolist()
-    sig = [_sigma(_ab(schedule, t)) for t in ts] + [0.0]
+    sig = [_sigma(schedule.ab(t)) for t in ts] + [0.0]
     x = _f32(x_T) * math.sqrt(1 + sig[0] ** 2)  # VP state -> sigma-space state x0 + sigma eps
     for i in _steps(timesteps, progress, "euler"):
         x0 = denoise(x / math.sqrt(1 + sig[i] ** 2), _tvec(x, ts[i]))
@@ -197,7 +192,7 @@ def heun(
     Uses 2 * steps - 1 network calls.
     """
     ts = timesteps.tolist()
-    sig = [_sigma(_ab(schedule, t)) for t in ts] + [0.0]
+    sig = [_sigma(schedule.ab(t)) for t in ts] + [0.0]
     x = _f32(x_T) * math.sqrt(1 + sig[0] ** 2)
     for i in _steps(timesteps, progress, "heun"):
         s, s_next = sig[i], sig[i + 1]

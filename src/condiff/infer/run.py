@@ -14,12 +14,10 @@ import numpy as np
 from PIL import Image
 
 from condiff.data.io import ImageError, list_images, probe_image, read_image
-from condiff.infer.outputs import STD_SCALE, uncertainty, write_samples
+from condiff.infer.outputs import write_samples
 
 if TYPE_CHECKING:
     import torch
-
-__all__ = ["STD_SCALE", "default_dtype", "resize_bicubic_np", "sample_files", "uncertainty"]
 
 # conds (B, C, H, W) in [-1, 1], batch index -> samples (B, K, C, H, W) in [-1, 1]
 Engine = Callable[[np.ndarray, int], np.ndarray]

@@ -13,7 +13,8 @@ docs/NOTES.md).
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -78,6 +79,18 @@ def set_attention_kernel(name: str) -> None:
 
         _triton_module = triton_attention
     _active, _resolved = name, resolved
+
+
+@contextmanager
+def attention_kernel(name: str) -> Iterator[None]:
+    """Use kernel ``name`` inside the block, then restore the previous selection (``"auto"``
+    stays ``"auto"``)."""
+    previous = _active
+    set_attention_kernel(name)
+    try:
+        yield
+    finally:
+        set_attention_kernel(previous)
 
 
 def get_attention_kernel() -> str:

@@ -50,17 +50,14 @@ def count_flops(
                 mod.register_forward_pre_hook(lambda m, a, name=name: current.append(name))
             )
     attn_mod.register_kernel("_count", counting_kernel)
-    previous = attn_mod._active
-    attn_mod.set_attention_kernel("_count")
     try:
         counter = FlopCounterMode(display=False)
-        with counter:
+        with counter, attn_mod.attention_kernel("_count"):
             meta(
                 torch.empty(1, model.in_img_channels, height, width, device="meta"),
                 torch.empty(1, device="meta"),
             )
     finally:
-        attn_mod.set_attention_kernel(previous)
         for h in hooks:
             h.remove()
     counts = {
