@@ -15,10 +15,10 @@ case "${PART:-bench}" in
   bench) python3 -m condiff.cli bench --presets ${PRESETS:-seed-default} --repeats ${REPEATS:-3} \
            --batch 64 --sample-batch 16 --no-diffusers --profile ${ONLY:+--only $ONLY} \
            --json "$OUT/bench_${PRESETS:-seed-default}.json" 2>&1 | grep -v DEBUG | tee "$OUT/bench.log" ;;
-  train) for attn in sdpa triton; do  # compiled `condiff train`, steady img/s, both kernels
+  train) for attn in ${ATTNS:-sdpa triton}; do  # compiled `condiff train`, steady img/s
            python3 -m condiff.cli train --config configs/demo-gpu.yaml --no-progress \
              train.output_dir=/tmp/train-$attn train.steps=${STEPS:-300} train.log_every=50 \
-             train.val_every=100000 train.attention=$attn 2>&1 | tail -3 | tee -a "$OUT/train.log"
+             train.val_every=100000 train.attention=$attn 2>&1 | grep -v DEBUG | tee -a "$OUT/train.log"
          done ;;
   demo)  python3 -m condiff.cli demo --output /tmp/demo-gpu --steps ${STEPS:-3000} --no-progress \
            2>&1 | tee "$OUT/demo.log"

@@ -110,6 +110,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     rates = [h["img_per_s"] for h in result.history if "img_per_s" in h]
     if len(rates) >= 2:  # the first window includes start-up (and compilation)
         print(f"training speed: {rates[-1]:.1f} img/s over the last log window")
+        print("img/s per log window: " + " ".join(f"{r:.1f}" for r in rates))
     return 0
 
 

@@ -39,10 +39,16 @@ def blend_weights_np(window: int, overlap: int) -> np.ndarray:
 
 
 def blend_weights(window: int, overlap: int, device: Any) -> Array:
-    """:func:`blend_weights_np` as a torch tensor on ``device``."""
+    """:func:`blend_weights_np` as a torch tensor, built on ``device`` (no host-to-device copy, so
+    it can run inside CUDA-graph capture)."""
     import torch
 
-    return torch.from_numpy(blend_weights_np(window, overlap)).to(device)
+    i = torch.arange(window, dtype=torch.float32, device=device)
+    if overlap <= 0:
+        ramp = torch.ones(window, device=device)
+    else:
+        ramp = torch.minimum((i + 1) / (overlap + 1), (window - i) / (overlap + 1)).clamp(max=1.0)
+    return ramp[:, None] * ramp[None, :]
 
 
 def pad_to_multiple(x: Array, multiple: int, min_size: int = 0) -> tuple[Array, tuple[int, int]]:

@@ -6,8 +6,7 @@ that PyTorch's fused SDPA kernels run and a faster kernel can be swapped in on C
 Kernels: ``"sdpa"`` (PyTorch's ``scaled_dot_product_attention``), ``"triton"`` (condiff's fused
 small-head kernel, :mod:`condiff.nn.triton_attention`, on CUDA half-precision inputs with head size
 8 to 32; SDPA elsewhere) and ``"auto"`` (the default: ``"triton"`` where Triton is installed and
-CUDA is present, else ``"sdpa"``; inside ``torch.compile`` graphs "auto" still uses SDPA, see
-docs/NOTES.md).
+CUDA is present, else ``"sdpa"``), in eager code, ``torch.compile`` graphs and CUDA graphs alike.
 """
 
 from __future__ import annotations
@@ -99,10 +98,6 @@ def get_attention_kernel() -> str:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    if _active == "auto" and _resolved == "triton" and torch.compiler.is_compiling():
-        # Inside torch.compile, "auto" keeps SDPA until the compiled Triton path has passed
-        # tests/gpu on a GPU (docs/NOTES.md); "triton" forces it there too.
-        return sdpa(q, k, v)
     return _KERNELS[_resolved](q, k, v)
 
 
