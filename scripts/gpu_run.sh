@@ -13,7 +13,7 @@ case "${PART:-bench}" in
            2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log" ;;
   attn)  python3 scripts/attention_bench.py ${SWEEP---quick} --json "$OUT/attn.json" 2>&1 | tee "$OUT/attn.log" ;;
   bench) python3 -m condiff.cli bench --presets ${PRESETS:-seed-default} --repeats ${REPEATS:-3} \
-           --batch 64 --sample-batch 16 --no-diffusers --profile ${ONLY:+--only $ONLY} \
+           --batch 64 --sample-batch 16 --no-diffusers --profile ${ONLY:+--only $ONLY} --train-loop ${LOOP:-50} \
            --json "$OUT/bench_${PRESETS:-seed-default}.json" 2>&1 | grep -v DEBUG | tee "$OUT/bench.log" ;;
   train) for attn in ${ATTNS:-sdpa triton}; do  # compiled `condiff train`, steady img/s
            python3 -m condiff.cli train --config configs/demo-gpu.yaml --no-progress \

@@ -257,6 +257,97 @@ def bench_variant(
         return row
 
 
+def _photos_at_least(dest: Path, size: int, color: str) -> Path:
+    """The bundled photographs as PNG files in ``dest``, enlarged (bicubic) where a side is
+    shorter than ``size``, so every preset's native crop fits."""
+    from PIL import Image
+
+    from condiff.data import export_bundled
+
+    for path in export_bundled(dest, color):
+        with Image.open(path) as im:
+            w, h = im.size
+            if min(w, h) < size:
+                f = size / min(w, h)
+                im.resize((max(size, round(w * f)), max(size, round(h * f))), Image.BICUBIC).save(
+                    path
+                )
+    return dest
+
+
+def bench_train_loop(
+    preset: str, device: torch.device, *, size: int, batch: int, window: int, work_dir: Path
+) -> BenchRow:
+    """``condiff train``'s own loop (4x super-resolution crops read from PNG files by loader
+    workers, EMA, gradient clipping, the one host sync per step, TensorBoard logging) with the
+    defaults a run gets on this device (on CUDA: bf16, channels_last, torch.compile, fused AdamW,
+    attention "auto"). img/s over the last of three ``window``-step log windows (the first holds
+    start-up and compilation)."""
+    import os
+
+    from condiff.config import DataConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
+    from condiff.train import fit
+
+    row = BenchRow(preset, "condiff train loop (data, EMA, logging)", train_batch=batch)
+    model = ModelConfig.from_preset(preset, dropout_rate=0.0)
+    if model.in_img_channels != 2 * model.out_img_channels or size % 4:
+        row.note = "skipped: needs in = 2 x out channels and a size divisible by 4"
+        return row
+    color = "gray" if model.out_img_channels == 1 else "rgb"
+    cfg = RunConfig(
+        model=model,
+        data=DataConfig(
+            root=str(_photos_at_least(work_dir / f"photos-{color}-{size}", size, color)),
+            task=TaskConfig(name="super_resolution", factor=4),
+            color=color,
+            crop_size=size,
+            val_count=1,
+            num_workers=min(6, os.cpu_count() or 1) if device.type == "cuda" else 0,
+        ),
+        train=TrainConfig(
+            output_dir=str(work_dir / f"run-{preset}"),
+            steps=3 * window,
+            batch_size=batch,
+            log_every=window,
+            val_every=10**9,
+            image_every=10**9,
+            ckpt_every=10**9,
+            device=str(device),
+        ),
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result = fit(cfg, progress=False)
+    rates = [h["img_per_s"] for h in result.history if "img_per_s" in h]
+    row.train_img_s = rates[-1]
+    if device.type == "cuda":
+        row.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    return row
+
+
+def loop_vs_bare(rows: list[BenchRow]) -> list[str]:
+    """For each train-loop row: its img/s over the bare step of the row run with the same defaults
+    (on CUDA the optimised row with the kernel "auto" picks; on CPU eager fp32)."""
+    from condiff.nn.attention import triton_available
+
+    lines = []
+    for r in rows:
+        if not r.variant.startswith("condiff train loop") or not r.train_img_s:
+            continue
+        if torch.cuda.is_available():
+            want = "optimised, triton" if triton_available() else "optimised (bf16"
+        else:
+            want = "eager fp32"
+        bare = next((b for b in rows if b.preset == r.preset and b.variant.startswith(want)), None)
+        if bare is not None and bare.train_img_s:
+            lines.append(
+                f"{r.preset}: condiff train loop {r.train_img_s:.1f} img/s = "
+                f"{100 * r.train_img_s / bare.train_img_s:.1f}% of the bare step "
+                f"({bare.variant}: {bare.train_img_s:.1f} img/s)"
+            )
+    return lines
+
+
 # Kernel-name patterns, first match wins: where a training step's GPU time goes.
 KERNEL_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attention", ("attn", "fmha", "flash", "cudnn_generated_fort_native_sdpa", "sdpa")),
@@ -362,7 +453,10 @@ def run_bench(
     compile_: bool = True,
     profile: bool = False,
     only: list[str] | None = None,
+    train_loop: int = 0,
 ) -> list[BenchRow]:
+    """The table. ``train_loop``: also time ``condiff train``'s own loop with log windows of this
+    many steps (0: not)."""
     dev = torch.device(
         "cuda"
         if device == "auto" and torch.cuda.is_available()
@@ -407,6 +501,22 @@ def run_bench(
             )
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
+        if train_loop:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="condiff-bench-") as tmp:
+                try:
+                    row = bench_train_loop(
+                        preset, dev, size=s, batch=b, window=train_loop, work_dir=Path(tmp)
+                    )
+                except Exception as e:  # reported like a failed variant
+                    row = BenchRow(preset, "condiff train loop (data, EMA, logging)")
+                    row.note = f"failed: {type(e).__name__}: {e}"[:200]
+            rows.append(row)
+            if json_path:
+                Path(json_path).write_text(json.dumps([asdict(r) for r in rows], indent=2))
+            print(format_rows(rows[-1:]).splitlines()[2], flush=True)
+            print(f"  {preset} / {row.variant}: done" + (f" ({row.note})" if row.note else ""))
     info = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -419,6 +529,8 @@ def run_bench(
     for r in rows:
         if r.note:
             print(f"note: {r.preset} / {r.variant}: {r.note}")
+    for line in loop_vs_bare(rows):
+        print(line)
     if any(r.profile for r in rows):
         print(f"\n{format_profiles(rows)}")
     return rows

@@ -230,6 +230,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         compile_=not a.no_compile,
         profile=a.profile,
         only=a.only,
+        train_loop=a.train_loop,
     )
     return 0
 
@@ -425,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         action="store_true",
         help="also profile the training step of each bf16 row and print GPU time by kernel family",
+    )
+    s.add_argument(
+        "--train-loop",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also time `condiff train`'s own loop (photographs read from disk, EMA, logging) "
+        "for 3 log windows of STEPS steps, and print it as a share of the bare training step",
     )
     s.add_argument(
         "--cpu-deploy",

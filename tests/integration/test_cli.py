@@ -37,7 +37,13 @@ def test_bench_smoke_on_cpu(tmp_path):
         "--no-diffusers",
         "--json",
         str(js),
+        "--train-loop",
+        "2",
     ).stdout
     assert "eager fp32" in out and "train img/s" in out
     rows = json.loads(js.read_text())["rows"]
     assert rows[0]["train_img_s"] > 0 and rows[0]["dpmpp20_ms_b1"] > 0 and not rows[0]["note"]
+    # condiff train's own loop (photographs from disk, EMA, logging) beside the bare step
+    loop = rows[-1]
+    assert loop["variant"].startswith("condiff train loop") and not loop["note"]
+    assert loop["train_img_s"] > 0 and "% of the bare step (eager fp32" in out
