@@ -325,7 +325,7 @@ def bench_train_loop(
     return row
 
 
-def loop_vs_bare(rows: list[BenchRow]) -> list[str]:
+def loop_vs_bare(rows: list[BenchRow], device: torch.device) -> list[str]:
     """For each train-loop row: its img/s over the bare step of the row run with the same defaults
     (on CUDA the optimised row with the kernel "auto" picks; on CPU eager fp32)."""
     from condiff.nn.attention import triton_available
@@ -334,7 +334,7 @@ def loop_vs_bare(rows: list[BenchRow]) -> list[str]:
     for r in rows:
         if not r.variant.startswith("condiff train loop") or not r.train_img_s:
             continue
-        if torch.cuda.is_available():
+        if device.type == "cuda":
             want = "optimised, triton" if triton_available() else "optimised (bf16"
         else:
             want = "eager fp32"
@@ -529,7 +529,7 @@ def run_bench(
     for r in rows:
         if r.note:
             print(f"note: {r.preset} / {r.variant}: {r.note}")
-    for line in loop_vs_bare(rows):
+    for line in loop_vs_bare(rows, dev):
         print(line)
     if any(r.profile for r in rows):
         print(f"\n{format_profiles(rows)}")
