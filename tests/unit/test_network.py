@@ -178,11 +178,32 @@ def test_attention_kernel_selection_falls_back_to_sdpa_without_triton_and_cuda()
     if attn.triton_available():
         pytest.skip("Triton and CUDA are present")
     assert attn.get_attention_kernel() == "sdpa"  # "auto" on this machine
-    with pytest.raises(ValueError, match="triton package, a CUDA device"):
+    with pytest.raises(ValueError, match="triton package, a CUDA device of compute capability"):
         attn.set_attention_kernel("triton")
     with pytest.raises(ValueError, match="unknown attention kernel 'flash'"):
         attn.set_attention_kernel("flash")
     assert attn.get_attention_kernel() == "sdpa"  # failed selections change nothing
+
+
+def test_triton_needs_compute_capability_8(monkeypatch):
+    """bf16 tensor-core products need Ampere or newer: "auto" keeps SDPA on older GPUs."""
+    import importlib.util
+
+    from condiff.nn import attention as attn
+
+    monkeypatch.setattr(torch.library, "triton_op", object(), raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        for cap, expected in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
+            monkeypatch.setattr(torch.cuda, "get_device_capability", lambda cap=cap: cap)
+            attn.triton_available.cache_clear()
+            assert attn.triton_available() is expected, cap
+    finally:
+        monkeypatch.undo()
+        attn.triton_available.cache_clear()
+    if not torch.cuda.is_available():  # the real answer is back once the patches are gone
+        assert not attn.triton_available()
 
 
 def test_registered_kernel_is_what_attention_blocks_call():
