@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -275,25 +277,30 @@ def _photos_at_least(dest: Path, size: int, color: str) -> Path:
     return dest
 
 
+TRAIN_LOOP = "condiff train loop (data, EMA, logging)"  # the variant name of its row
+
+
 def bench_train_loop(
-    preset: str, device: torch.device, *, size: int, batch: int, window: int, work_dir: Path
+    preset: str, device: torch.device, *, size: int, batch: int, window: int
 ) -> BenchRow:
     """``condiff train``'s own loop (4x super-resolution crops read from PNG files by loader
     workers, EMA, gradient clipping, the one host sync per step, TensorBoard logging) with the
     defaults a run gets on this device (on CUDA: bf16, channels_last, torch.compile, fused AdamW,
     attention "auto"). img/s over the last of three ``window``-step log windows (the first holds
-    start-up and compilation)."""
+    start-up and compilation). Images and the run live in a temporary folder."""
     import os
+    import tempfile
 
     from condiff.config import DataConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig
     from condiff.train import fit
 
-    row = BenchRow(preset, "condiff train loop (data, EMA, logging)", train_batch=batch)
+    row = BenchRow(preset, TRAIN_LOOP, train_batch=batch)
     model = ModelConfig.from_preset(preset, dropout_rate=0.0)
     if model.in_img_channels != 2 * model.out_img_channels or size % 4:
         row.note = "skipped: needs in = 2 x out channels and a size divisible by 4"
         return row
     color = "gray" if model.out_img_channels == 1 else "rgb"
+    work_dir = Path(tempfile.mkdtemp(prefix="condiff-bench-"))
     cfg = RunConfig(
         model=model,
         data=DataConfig(
@@ -317,7 +324,10 @@ def bench_train_loop(
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = fit(cfg, progress=False)
+    try:
+        result = fit(cfg, progress=False)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
     rates = [h["img_per_s"] for h in result.history if "img_per_s" in h]
     row.train_img_s = rates[-1]
     if device.type == "cuda":
@@ -332,7 +342,7 @@ def loop_vs_bare(rows: list[BenchRow], device: torch.device) -> list[str]:
 
     lines = []
     for r in rows:
-        if not r.variant.startswith("condiff train loop") or not r.train_img_s:
+        if r.variant != TRAIN_LOOP or not r.train_img_s:
             continue
         if device.type == "cuda":
             want = "optimised, triton" if triton_available() else "optimised (bf16"
@@ -475,11 +485,11 @@ def run_bench(
         sb = sample_batch or (
             64 if dev.type == "cuda" and s <= 128 else 8 if dev.type == "cuda" else 4
         )
-        for var in _variants(dev, compile_, diffusers):
-            if only and not any(o in var.name for o in only):
-                continue
-            try:
-                row = bench_variant(
+        jobs: list[tuple[str, Callable[[], BenchRow]]] = [
+            (
+                var.name,
+                partial(
+                    bench_variant,
                     preset,
                     var,
                     dev,
@@ -488,35 +498,33 @@ def run_bench(
                     sample_batch=sb,
                     repeats=repeats,
                     profile=profile and not var.diffusers and var.dtype is not None,
+                ),
+            )
+            for var in _variants(dev, compile_, diffusers)
+            if not only or any(o in var.name for o in only)
+        ]
+        if train_loop:
+            jobs.append(
+                (
+                    TRAIN_LOOP,
+                    partial(bench_train_loop, preset, dev, size=s, batch=b, window=train_loop),
                 )
+            )
+        for name, job in jobs:
+            try:
+                row = job()
             except Exception as e:  # a variant that fails is reported, not fatal
-                row = BenchRow(preset, var.name, note=f"failed: {type(e).__name__}: {e}"[:200])
+                row = BenchRow(preset, name, note=f"failed: {type(e).__name__}: {e}"[:200])
             rows.append(row)
             if json_path:  # written after every row, so a cut-short run still leaves its numbers
                 Path(json_path).write_text(json.dumps([asdict(r) for r in rows], indent=2))
             print(format_rows(rows[-1:]).splitlines()[2], flush=True)
             print(
-                f"  {preset} / {var.name}: done" + (f" ({row.note})" if row.note else ""),
+                f"  {preset} / {name}: done" + (f" ({row.note})" if row.note else ""),
                 flush=True,
             )
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
-        if train_loop:
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="condiff-bench-") as tmp:
-                try:
-                    row = bench_train_loop(
-                        preset, dev, size=s, batch=b, window=train_loop, work_dir=Path(tmp)
-                    )
-                except Exception as e:  # reported like a failed variant
-                    row = BenchRow(preset, "condiff train loop (data, EMA, logging)")
-                    row.note = f"failed: {type(e).__name__}: {e}"[:200]
-            rows.append(row)
-            if json_path:
-                Path(json_path).write_text(json.dumps([asdict(r) for r in rows], indent=2))
-            print(format_rows(rows[-1:]).splitlines()[2], flush=True)
-            print(f"  {preset} / {row.variant}: done" + (f" ({row.note})" if row.note else ""))
     info = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
