@@ -11,7 +11,7 @@ import condiff
 from condiff.data import read_image
 from condiff.evaluate.metrics import mae, psnr, ssim
 from condiff.infer.outputs import uncertainty
-from condiff.infer.tiling import TiledModel, blend_weights, tile_starts
+from condiff.infer.tiling import TiledModel, blend_weights, blend_weights_np, tile_starts
 from tests.conftest import run_cli
 
 
@@ -36,6 +36,8 @@ def test_tiles_cover_and_blend_exactly():
     assert tile_starts(40, 16, 4) == [0, 12, 24]
     w = blend_weights(16, 4, torch.device("cpu"))
     assert w.min() > 0 and w[8, 8] == 1 and w[0, 0] < w[2, 2]
+    for win, ov in ((16, 4), (33, 7), (8, 0)):  # built on the device = the numpy engine's weights
+        assert np.array_equal(blend_weights(win, ov, "cpu").numpy(), blend_weights_np(win, ov))
 
     def pointwise(x, t):
         return torch.tanh(x[:, :1] * 3) + t.view(-1, 1, 1, 1) / 100

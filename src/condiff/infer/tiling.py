@@ -28,14 +28,18 @@ def tile_starts(length: int, window: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def _blend(i: Array, window: int, overlap: int, minimum: Callable) -> Array:
+    """Weights from ``i = arange(window)`` (numpy or torch, float32): the ramp, outer product."""
+    if overlap <= 0:
+        ramp = i * 0 + 1
+    else:
+        ramp = minimum((i + 1) / (overlap + 1), (window - i) / (overlap + 1)).clip(max=1.0)
+    return ramp[:, None] * ramp[None, :]
+
+
 def blend_weights_np(window: int, overlap: int) -> np.ndarray:
     """(window, window) float32 weights: 1 in the middle, a linear ramp over ``overlap`` pixels."""
-    i = np.arange(window, dtype=np.float32)
-    if overlap <= 0:
-        ramp = np.ones(window, dtype=np.float32)
-    else:
-        ramp = np.minimum((i + 1) / (overlap + 1), (window - i) / (overlap + 1)).clip(max=1.0)
-    return (ramp[:, None] * ramp[None, :]).astype(np.float32)
+    return _blend(np.arange(window, dtype=np.float32), window, overlap, np.minimum)
 
 
 def blend_weights(window: int, overlap: int, device: Any) -> Array:
@@ -44,11 +48,7 @@ def blend_weights(window: int, overlap: int, device: Any) -> Array:
     import torch
 
     i = torch.arange(window, dtype=torch.float32, device=device)
-    if overlap <= 0:
-        ramp = torch.ones(window, device=device)
-    else:
-        ramp = torch.minimum((i + 1) / (overlap + 1), (window - i) / (overlap + 1)).clamp(max=1.0)
-    return ramp[:, None] * ramp[None, :]
+    return _blend(i, window, overlap, torch.minimum)
 
 
 def pad_to_multiple(x: Array, multiple: int, min_size: int = 0) -> tuple[Array, tuple[int, int]]:
