@@ -53,6 +53,16 @@ class ModelConfig:
     num_groups_norm: int = 32
     initial_img_resolution: int = 120
 
+    @property
+    def cond_channels(self) -> int:
+        """Channels of the conditioning image (the network's input minus the noisy target)."""
+        return self.in_img_channels - self.out_img_channels
+
+    @property
+    def size_multiple(self) -> int:
+        """What image sides must divide by: one halving per level but the last."""
+        return 2 ** (len(self.channel_mults) - 1)
+
     def network_kwargs(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("preset")

@@ -36,6 +36,17 @@ def concat_condition(x_t: Tensor, cond: Tensor) -> Tensor:
     return torch.cat([x_t, cond], dim=1)
 
 
+def batched_condition(cond: Tensor, channels: int) -> Tensor:
+    """``(C, H, W)`` or ``(B, C, H, W)`` -> ``(B, C, H, W)``; a clear error for any other shape."""
+    if cond.ndim == 3:
+        cond = cond[None]
+    if cond.ndim != 4 or cond.shape[1] != channels:
+        raise ValueError(
+            f"condition must be (B, {channels}, H, W) for this model, got {tuple(cond.shape)}"
+        )
+    return cond
+
+
 def q_sample(x0: Tensor, alpha_bar: Tensor, eps: Tensor) -> Tensor:
     """x_t = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. 2020, eq. 4); ``alpha_bar`` is ``(B,)``."""
     return _b(alpha_bar**0.5) * x0 + _b((1 - alpha_bar) ** 0.5) * eps

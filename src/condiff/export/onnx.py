@@ -42,7 +42,7 @@ def export_onnx(
     model = pipe.model.eval()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    m = 2 ** (len(pipe.cfg.model.channel_mults) - 1)
+    m = pipe.size_multiple
     cin = pipe.cfg.model.in_img_channels
     x = torch.randn(2, cin, 2 * m, 3 * m)
     t = torch.tensor([3, 500])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from condiff.config import RunConfig
-from condiff.diffusion.objectives import concat_condition, to_x0
+from condiff.diffusion.objectives import batched_condition, concat_condition, to_x0
 from condiff.diffusion.samplers import get_sampler
 from condiff.diffusion.schedule import NoiseSchedule, spaced_timesteps
 from condiff.infer.tiling import TiledModel, pad_to_multiple
@@ -56,8 +56,8 @@ class OrtPipeline:
         )
         self.alphas_cumprod = self.schedule.alphas_cumprod_np.astype(np.float32)
         self.target_channels = mc.out_img_channels
-        self.cond_channels = mc.in_img_channels - mc.out_img_channels
-        self.size_multiple = 2 ** (len(mc.channel_mults) - 1)
+        self.cond_channels = mc.cond_channels
+        self.size_multiple = mc.size_multiple
         self.window = self.cfg.data.crop_size
 
     def network(self, x_concat: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -82,13 +82,7 @@ class OrtPipeline:
         ``rng``: a numpy Generator or a seed; ``noise``: the starting noise ``(B*K, C, H', W')``
         at the padded size, instead of drawing it.
         """
-        if cond.ndim == 3:
-            cond = cond[None]
-        if cond.ndim != 4 or cond.shape[1] != self.cond_channels:
-            raise ValueError(
-                f"condition must be (B, {self.cond_channels}, H, W) for this model, got "
-                f"{tuple(cond.shape)}"
-            )
+        cond = batched_condition(cond, self.cond_channels)
         sc, d = self.cfg.sample, self.cfg.diffusion
         sampler, steps = sampler or sc.sampler, steps or sc.steps
         eta = sc.eta if eta is None else eta

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
+from condiff.diffusion.objectives import batched_condition
 from condiff.diffusion.samplers import get_sampler
 from condiff.diffusion.sampling import randn
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
@@ -65,8 +66,8 @@ class Pipeline:
         )
         mc = cfg.model
         self.target_channels = mc.out_img_channels
-        self.cond_channels = mc.in_img_channels - mc.out_img_channels
-        self.size_multiple = 2 ** (len(mc.channel_mults) - 1)
+        self.cond_channels = mc.cond_channels
+        self.size_multiple = mc.size_multiple
         # The window the network saw in training: tiles larger inputs at that size.
         self.window = cfg.data.crop_size
 
@@ -94,13 +95,7 @@ class Pipeline:
         Returns ``(B, C, H, W)``, or ``(B, K, C, H, W)`` when ``num_samples=K > 1``. Inputs larger
         than the training window run as overlapping tiles (``overlap`` defaults to window / 4).
         """
-        if cond.ndim == 3:
-            cond = cond[None]
-        if cond.ndim != 4 or cond.shape[1] != self.cond_channels:
-            raise ValueError(
-                f"condition must be (B, {self.cond_channels}, H, W) for this model, got "
-                f"{tuple(cond.shape)}"
-            )
+        cond = batched_condition(cond, self.cond_channels)
         sc = self.cfg.sample
         sampler, steps = sampler or sc.sampler, steps or sc.steps
         eta = sc.eta if eta is None else eta
