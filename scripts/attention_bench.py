@@ -94,18 +94,13 @@ def sweep(shape, quick: bool) -> dict:
     res["bwd"].sort(key=lambda r: r[2])
     ta.configure(bwd=res["bwd"][0][0], delta_mma=res["bwd"][0][1])
     print(f"\nTile sweep on {shape} bf16 (median ms; best 8 of each)")
-    print("forward  (BM, BN, warps, stages) max_bound  ms")
-    for cfg, mb, t in res["fwd"][:8]:
-        print(f"  {cfg!s:<24} {mb!s:<6} {t:7.3f}")
-    for flag in (True, False):
-        t = min((r[2] for r in res["fwd"] if r[1] is flag), default=float("nan"))
-        print(f"  best with max_bound={flag}: {t:.3f}")
-    print("backward (BM, BN, warps, stages) delta_mma  ms")
-    for cfg, dm, t in res["bwd"][:8]:
-        print(f"  {cfg!s:<24} {dm!s:<6} {t:7.3f}")
-    for flag in (True, False):
-        t = min((r[2] for r in res["bwd"] if r[1] is flag), default=float("nan"))
-        print(f"  best with delta_mma={flag}: {t:.3f}")
+    for key, label, switch in (("fwd", "forward ", "max_bound"), ("bwd", "backward", "delta_mma")):
+        print(f"{label} (BM, BN, warps, stages) {switch}  ms")
+        for cfg, on, t in res[key][:8]:
+            print(f"  {cfg!s:<24} {on!s:<6} {t:7.3f}")
+        for flag in (True, False):
+            t = min((r[2] for r in res[key] if r[1] is flag), default=float("nan"))
+            print(f"  best with {switch}={flag}: {t:.3f}")
     return dict(ta._CONFIG)
 
 
