@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from condiff.diffusion import NoiseSchedule, diffusion_loss, sample
+from condiff.diffusion.objectives import decode_target
 from condiff.infer.graphs import GraphedSampler
 from condiff.nn import ConditionalUNet, preset_kwargs
 
@@ -584,7 +585,7 @@ def run_cpu_deploy(
         base.cfg.model.in_img_channels,
         base.cfg.model.out_img_channels,
     )
-    residual = base.cfg.diffusion.residual
+    residual, scale = base.cfg.diffusion.residual, base.cfg.diffusion.target_scale
 
     def compiled_bf16() -> Callable[[Tensor, Tensor], Tensor]:
         compiled = torch.compile(model)
@@ -633,6 +634,7 @@ def run_cpu_deploy(
                     steps=steps,
                     x_T=xT,
                     objective=base.cfg.diffusion.objective,
+                    clip_value=scale,
                 )
 
             with torch.no_grad():
@@ -643,8 +645,8 @@ def run_cpu_deploy(
                 row[f"sample_b{b}_s"] = _timer(dev, run, max(1, repeats - 1), warmup=0)
             ref.setdefault(b, y)
             ref_b = ref[b]
-            if numpy and residual:  # compare finished samples
-                ref_b = (ref_b + cond[:, :cout]).clamp(-1, 1)
+            if numpy:  # compare finished samples
+                ref_b = decode_target(ref_b, cond, residual=residual, scale=scale).clamp(-1, 1)
             row[f"psnr_vs_fp32_b{b}"] = float(
                 np.mean([psnr(from_model(y[i]), from_model(ref_b[i])) for i in range(b)])
             )

@@ -12,6 +12,14 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     from condiff.diffusion.samplers import SAMPLERS
 
     p.add_argument(
+        "--estimate",
+        choices=["sample", "mean"],
+        default="sample",
+        help="sample (default): posterior samples, sharp and varied, the perceptual choice; "
+        "mean: the posterior mean, the minimum-MSE estimate (highest PSNR, smoother): one "
+        "network call, or the average of --num-samples samples",
+    )
+    p.add_argument(
         "--sampler",
         choices=sorted(SAMPLERS),
         default=None,
@@ -102,7 +110,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config, a.overrides)
     result = fit(cfg, resume=a.resume, progress=not a.no_progress)
-    state = "interrupted; resume with --resume auto" if result.interrupted else "done"
+    state = (
+        f"interrupted ({result.stop_reason}); resume with --resume auto"
+        if result.interrupted
+        else "done"
+    )
     print(
         f"{state}: step {result.step}, checkpoint {result.checkpoint}, "
         f"TensorBoard logs in {result.run_dir / 'tb'}"
@@ -121,6 +133,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
         a.checkpoint,
         a.input,
         a.output,
+        estimate=a.estimate,
         sampler=a.sampler,
         steps=a.steps,
         num_samples=a.num_samples,
@@ -147,6 +160,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         out_dir=a.output,
         data=a.data,
         images=a.images,
+        protocol=a.protocol,
+        estimate=a.estimate,
+        num_samples=a.num_samples,
         sweep=a.sweep,
         samplers=a.samplers,
         steps=a.steps_list,
@@ -327,14 +343,42 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "evaluate",
         help="PSNR/SSIM/MAE against targets and the task's baseline",
-        description="Evaluate on a paired folder (--data ROOT with cond/ and target/), "
-        "on clean images degraded by the run's task (--images DIR), or by default on "
-        "the run's own held-out images. Writes a report folder: metrics.csv, "
-        "summary.csv, quality_vs_steps.png, grids/, report.md.",
+        description="Score the posterior mean (one network call) and samples against the "
+        "targets and the task's baseline (bicubic for super-resolution): on a paired folder "
+        "(--data ROOT with cond/ and target/), on clean images degraded by the run's task "
+        "(--images DIR), by default on the run's own held-out images, or with --protocol sr "
+        "on super-resolution test sets as the field scores them. Writes a report folder: "
+        "metrics.csv, summary.csv, a plot, grids/, report.md.",
     )
     s.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
     s.add_argument("--data", default=None, help="paired root with cond/ and target/")
-    s.add_argument("--images", default=None, help="folder of clean images for the run's task")
+    s.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        help="folder of clean images for the run's task; with --protocol sr, one or more "
+        "folders of high-resolution test images, each a test set (e.g. Set5 Set14 BSD100)",
+    )
+    s.add_argument(
+        "--protocol",
+        choices=["default", "sr"],
+        default="default",
+        help="default: PSNR/SSIM/MAE on [0, 1]; sr: the field's super-resolution protocol "
+        "(mod-crop, 8-bit bicubic input, Y of BT.601 with the border cropped, published rows)",
+    )
+    s.add_argument(
+        "--estimate",
+        choices=["both", "mean", "sample"],
+        default="both",
+        help="which estimates to score: the posterior mean (one network call), samples, or "
+        "both (default)",
+    )
+    s.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        help="K > 1 adds the mean of K samples (and a std map in the grids)",
+    )
     s.add_argument("--output", default=None, help="report folder (default: RUN/eval)")
     s.add_argument(
         "--sweep",

@@ -90,10 +90,25 @@ class DiffusionConfig:
     # Diffuse the residual target - cond[:C_target] (SRDiff, Li et al. 2022); samples add it back.
     # For tasks whose condition is already a rough target (super-resolution, denoising, JPEG).
     residual: bool = False
+    # The diffusion runs on target_scale * (target [- cond]): about 0.5 / its std puts it at the
+    # spread the schedule was made for (images in [-1, 1] have std ~0.5; EDM's sigma_data). A
+    # 4x super-resolution residual has std ~0.12, so 4; with 1 most of the schedule is noise.
+    target_scale: float = 1.0
+    # Share of training samples drawn at the top timestep t = T-1 (the rest uniform). There the
+    # x0 prediction is the posterior mean E[x0 | cond] (exactly so with zero terminal SNR): the
+    # "mean" estimate, one network call. 0 = plain uniform timesteps.
+    top_t_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check(
             self.num_timesteps >= 2, "diffusion.num_timesteps", "must be >= 2", self.num_timesteps
+        )
+        _check(self.target_scale > 0, "diffusion.target_scale", "must be > 0", self.target_scale)
+        _check(
+            0 <= self.top_t_fraction < 1,
+            "diffusion.top_t_fraction",
+            "must be in [0, 1)",
+            self.top_t_fraction,
         )
         _check(self.snr_gamma > 0, "diffusion.snr_gamma", "must be > 0", self.snr_gamma)
         _check(
@@ -113,6 +128,9 @@ class TaskConfig:
     sigma: float = 0.2  # denoising: Gaussian noise std on the [0, 1] scale
     quality: int = 20  # jpeg: JPEG quality 1..95
     mask_fraction: float = 0.25  # inpainting: rough fraction of pixels hidden
+    # super_resolution: round the low-resolution image to 8 bits, as a user's file holds it (the
+    # field's protocol); false keeps it float.
+    quantize: bool = True
 
     def __post_init__(self) -> None:
         _check(self.factor in (2, 4, 8), "data.task.factor", "must be 2, 4 or 8", self.factor)
@@ -139,7 +157,8 @@ class DataConfig:
     color: Literal["gray", "rgb"] = "gray"  # task kind: how clean images are read
     crop_size: int = 64  # training crops (pixels per side)
     val_count: int = 2  # images held out for validation (deterministic: by sorted name hash)
-    flip: bool = True
+    flip: bool = True  # random horizontal and vertical flips
+    rotate: bool = False  # also random 90-degree turns: with flips, all 8 orientations of a crop
     num_workers: int = 0
     pin_memory: bool = True
 
@@ -179,6 +198,9 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_last: int = 3
     max_nonfinite: int = 20  # consecutive non-finite losses before the run stops
+    # Stop with a checkpoint after this many minutes in the training loop (a job's time limit);
+    # --resume auto continues. None: no limit.
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -196,6 +218,8 @@ class TrainConfig:
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 1, f"train.{name}", "must be a positive integer", v)
         _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
+        if self.max_minutes is not None:
+            _check(self.max_minutes > 0, "train.max_minutes", "must be > 0", self.max_minutes)
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
         _check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0", self.warmup_steps)
         _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0", self.grad_clip)
@@ -352,12 +376,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["train.lr=1e-4", "data.task.factor=8"]`` -> nested updates (values parsed as YAML)."""
+    """``["train.lr=1e-4", "data.task.factor=8"]`` -> nested updates (values parsed as YAML).
+
+    ``model.preset=NAME`` starts the model section afresh from that preset (a saved YAML spells
+    out every model field, which would otherwise override the preset); ``model.*`` overrides
+    after it still apply.
+    """
     raw = json.loads(json.dumps(raw))  # deep copy of plain data
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, value = item.split("=", 1)
+        if key.strip() == "model.preset":
+            raw["model"] = {"preset": yaml.safe_load(value)}
+            continue
         parts = key.strip().split(".")
         node = raw
         for p in parts[:-1]:

@@ -188,25 +188,33 @@ def test_evaluate_cli_writes_a_report(tiny_run, tmp_path):
         "--steps-list",
         "2",
         "4",
+        "--num-samples",
+        "2",
         "--no-progress",
     )
     assert "| baseline |" in p.stdout and "FID and LPIPS: skipped" in p.stdout
+    assert "Posterior mean:" in p.stdout and "Best single sample:" in p.stdout
     for name in ("metrics.csv", "summary.csv", "quality_vs_steps.png", "report.md"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     images = {r["image"] for r in rows}
     assert len(images) == 2  # the run's held-out split
-    assert {(r["method"], r["steps"]) for r in rows} == {
+    assert {(r["method"], r["nfe"]) for r in rows} == {
         ("baseline", "0"),
-        ("ddim", "2"),
-        ("ddim", "4"),
-        ("dpmpp_2m", "2"),
-        ("dpmpp_2m", "4"),
+        ("mean", "1"),
+        ("sample (ddim 2)", "2"),
+        ("sample (ddim 4)", "4"),
+        ("sample (dpmpp_2m 2)", "2"),
+        ("sample (dpmpp_2m 4)", "4"),
+        ("mean of 2 (ddim 4)", "8"),
     }
-    assert len(list((out / "grids").glob("*.png"))) == 2
-    summary = {(r["method"], r["steps"]): r for r in csv.DictReader((out / "summary.csv").open())}
+    grids = sorted((out / "grids").glob("*.png"))
+    assert len(grids) == 2
+    # baseline | mean | sample | target | std: five 64-px panels and four 4-px gaps
+    assert Image.open(grids[0]).size == (5 * 64 + 4 * 4, 64)
+    summary = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
     for key, s in summary.items():
-        vals = [float(r["psnr"]) for r in rows if (r["method"], r["steps"]) == (key[0], key[1])]
+        vals = [float(r["psnr"]) for r in rows if r["method"] == key]
         assert float(s["psnr"]) == pytest.approx(np.mean(vals), abs=1e-4)
     # the baseline row is the bicubic upscale itself, recomputed here by hand
     from condiff.data.datasets import full_images, split, task_source
@@ -219,6 +227,46 @@ def test_evaluate_cli_writes_a_report(tiny_run, tmp_path):
     assert float(base["psnr"]) == pytest.approx(
         psnr(from_model(cond), from_model(target)), abs=1e-4
     )
+    # the one-call mean is the ddim single top step, as the API gives it
+    mean = pipe(cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))[0]
+    row = next(r for r in rows if r["image"] == name and r["method"] == "mean")
+    assert float(row["psnr"]) == pytest.approx(psnr(from_model(mean), from_model(target)), abs=1e-3)
+
+
+def test_evaluate_sr_protocol_cli(tiny_run, tmp_path):
+    """--protocol sr on two made-up test sets: per-set rows, published reference lines."""
+    rng = np.random.default_rng(0)
+    sets = []
+    for name, n in (("SetA", 2), ("SetB", 1)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(n):
+            arr = (rng.random((36 + 4 * i, 42, 3)) * 255).astype(np.uint8)
+            Image.fromarray(arr).save(folder / f"im{i}.png")
+        sets.append(str(folder))
+    out = tmp_path / "sr"
+    p = run_cli(
+        "evaluate",
+        "--checkpoint",
+        str(tiny_run),
+        "--protocol",
+        "sr",
+        "--images",
+        *sets,
+        "--output",
+        str(out),
+        "--no-progress",
+    )
+    assert "| method | NFE | SetA | SetB |" in p.stdout
+    assert "*SRCNN (Dong et al. 2014), published*" in p.stdout
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {(r["group"], r["method"]) for r in rows} == {
+        (g, m) for g in ("SetA", "SetB") for m in ("baseline", "mean", "sample (dpmpp_2m 4)")
+    }
+    assert all(float(r["psnr_y"]) > 5 and float(r["lr_consistency"]) > 0 for r in rows)
+    assert (out / "sr_psnr.png").is_file() and len(list((out / "grids" / "SetA").glob("*"))) == 2
+    p = run_cli("evaluate", "--checkpoint", str(tiny_run), "--protocol", "sr", check=False)
+    assert p.returncode == 2 and "--images" in p.stderr
 
 
 def test_sample_cli_errors_name_the_problem(tiny_run, tmp_path):

@@ -68,5 +68,12 @@ def test_overrides_and_yaml_number_forms(tmp_path):
     assert cfg.model.base_channels == 16  # preset filled in
     with pytest.raises(ConfigError, match="section.field=value"):
         apply_overrides({}, ["train.lr"])
+    # a preset override replaces a saved YAML's spelled-out model; later model.* still apply
+    full = load_config(CONFIGS[0]).to_dict()
+    cfg = RunConfig.from_dict(
+        apply_overrides(full, ["model.preset=tiny", "model.out_img_channels=3"])
+    )
+    assert cfg.model.preset == "tiny" and cfg.model.base_channels == 16
+    assert cfg.model.out_img_channels == 3
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -198,15 +198,11 @@ class TrainCrops(Dataset):
         crop_size: int,
         *,
         flip: bool = True,
+        rotate: bool = False,
         seed: int = 0,
     ) -> None:
-        self.source, self.indices, self.crop, self.flip, self.seed = (
-            source,
-            indices,
-            crop_size,
-            flip,
-            seed,
-        )
+        self.source, self.indices, self.crop, self.seed = source, indices, crop_size, seed
+        self.flip, self.rotate = flip, rotate
         mult = source.task.size_multiple() if source.task else 1
         if crop_size % mult:
             raise ValueError(
@@ -238,6 +234,9 @@ class TrainCrops(Dataset):
             if dims:
                 target = target.flip(dims)
                 cond = cond.flip(dims) if cond is not None else None
+        if self.rotate and (k := int(rng.integers(0, 4))):  # square crops: shape unchanged
+            target = target.rot90(k, (1, 2))
+            cond = cond.rot90(k, (1, 2)) if cond is not None else None
         if cond is None:
             cond = self.source.degrade(target, rng)
         return cond.contiguous(), target.contiguous()

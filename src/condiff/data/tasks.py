@@ -50,19 +50,35 @@ class Task:
         return cond[:target_channels]
 
 
+def quantize_8bit(x: Tensor) -> Tensor:
+    """Round [-1, 1] values to the 256 levels of an 8-bit image (clipped first)."""
+    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+
 class SuperResolution(Task):
-    """Condition: bicubic downscale by ``factor`` then bicubic upscale back (SR3's setup)."""
+    """Condition: bicubic downscale by ``factor`` (rounded to 8 bits, as a user's low-resolution
+    file is), then bicubic upscale back to the target's size (SR3's setup)."""
 
     name = "super_resolution"
 
     def size_multiple(self) -> int:
         return self.cfg.factor
 
-    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
-        _, h, w = target.shape
+    def downscale(self, target: Tensor) -> Tensor:
+        """The low-resolution image a user holds: ``(C, H/f, W/f)``."""
+        _, h, w = target.shape[-3:]
         f = self.cfg.factor
         low = resize_bicubic(target, (h // f, w // f))
-        return resize_bicubic(low, (h, w)).clamp(-1, 1)
+        return quantize_8bit(low) if self.cfg.quantize else low
+
+    def upscale(self, low: Tensor) -> Tensor:
+        """The condition the network sees: the low-resolution image, bicubic-upscaled."""
+        _, h, w = low.shape[-3:]
+        f = self.cfg.factor
+        return resize_bicubic(low, (h * f, w * f)).clamp(-1, 1)
+
+    def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        return self.upscale(self.downscale(target))
 
     def baseline(self, cond: Tensor, target_channels: int) -> Tensor:
         return cond  # the bicubic upscale itself

@@ -47,6 +47,21 @@ def batched_condition(cond: Tensor, channels: int) -> Tensor:
     return cond
 
 
+def encode_target(x0: Tensor, cond: Tensor, *, residual: bool, scale: float) -> Tensor:
+    """What the diffusion runs on: ``scale * x0``, or with ``residual`` the scaled residual
+    ``scale * (x0 - cond[:, :C])`` over the condition's first C channels (SRDiff, Li et al. 2022)."""
+    if residual:
+        x0 = x0 - cond[:, : x0.shape[1]]
+    return x0 * scale if scale != 1 else x0
+
+
+def decode_target(z: Tensor, cond: Tensor, *, residual: bool, scale: float) -> Tensor:
+    """The inverse of :func:`encode_target` (unclipped)."""
+    if scale != 1:
+        z = z / scale
+    return z + cond[:, : z.shape[1]] if residual else z
+
+
 def q_sample(x0: Tensor, alpha_bar: Tensor, eps: Tensor) -> Tensor:
     """x_t = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. 2020, eq. 4); ``alpha_bar`` is ``(B,)``."""
     return _b(alpha_bar**0.5) * x0 + _b((1 - alpha_bar) ** 0.5) * eps

@@ -224,6 +224,27 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
+ESTIMATES = ("sample", "mean")
+
+
+def estimate_plan(
+    estimate: str, sampler: str, steps: int, spacing: str, num_samples: int
+) -> tuple[str, int, str]:
+    """The (sampler, steps, spacing) that produce an estimate.
+
+    ``"sample"``: posterior samples, as asked. ``"mean"``: the posterior mean, the minimum-MSE
+    point estimate. With one sample it is one network call, the x0 prediction at the top
+    timestep T-1 (DDIM's single trailing step), which is E[x0 | cond] up to the little signal a
+    non-zero terminal SNR leaves in x_T; with ``num_samples=K`` the K samples are averaged
+    (by the caller).
+    """
+    if estimate not in ESTIMATES:
+        raise ValueError(f"unknown estimate {estimate!r}; expected one of {list(ESTIMATES)}")
+    if estimate == "mean" and num_samples == 1:
+        return "ddim", 1, "trailing"
+    return sampler, steps, spacing
+
+
 def network_calls(sampler: str, steps: int) -> int:
     """How many network evaluations a sampler makes for ``steps`` steps."""
     return 2 * steps - 1 if sampler == "heun" else steps

@@ -34,10 +34,12 @@ def make_denoiser(
     *,
     objective: str = "eps",
     clip: bool = True,
+    clip_value: float = 1.0,
     dynamic_threshold_percentile: float | None = None,
     dtype: torch.dtype | None = None,
 ) -> Denoiser:
-    """Wrap a network into ``denoise(x_t, t) -> x0_hat``: concat the condition, cast, convert, clip."""
+    """Wrap a network into ``denoise(x_t, t) -> x0_hat``: concat the condition, cast, convert, and
+    clip to ``[-clip_value, clip_value]`` (the diffused variable's range: ``target_scale``)."""
     net_dtype = dtype or _model_dtype(model)
     cond_in = cond.to(net_dtype)
 
@@ -47,7 +49,7 @@ def make_denoiser(
         x0 = to_x0(objective, pred, x_t, schedule.alpha_bar(t))
         if dynamic_threshold_percentile is not None:
             return dynamic_threshold(x0, dynamic_threshold_percentile)
-        return x0.clamp(-1, 1) if clip else x0
+        return x0.clamp(-clip_value, clip_value) if clip else x0
 
     return denoise
 
@@ -74,6 +76,7 @@ def sample(
     objective: str = "eps",
     spacing: str = "trailing",
     clip: bool = True,
+    clip_value: float = 1.0,
     dynamic_threshold_percentile: float | None = None,
     x_T: Tensor | None = None,
 ) -> Tensor:
@@ -101,6 +104,7 @@ def sample(
         schedule,
         objective=objective,
         clip=clip,
+        clip_value=clip_value,
         dynamic_threshold_percentile=dynamic_threshold_percentile,
     )
     return fn(denoise, x_T, schedule, timesteps, eta=eta, generator=generator, progress=progress)

@@ -10,7 +10,15 @@ from torch import Tensor
 
 from condiff.config import DataConfig
 from condiff.data.datasets import full_images, paired_source, split, task_source
-from condiff.evaluate.report import EvalItem, Report, evaluate
+from condiff.evaluate.report import (
+    EvalItem,
+    Method,
+    Report,
+    default_methods,
+    evaluate,
+    write_report,
+)
+from condiff.evaluate.sr import bicubic_baseline, sr_items, sr_score, write_sr_report
 from condiff.infer.pipeline import Pipeline, load, resolve_device
 from condiff.infer.run import default_dtype
 
@@ -83,7 +91,10 @@ def evaluate_run(
     *,
     out_dir: str | Path | None = None,
     data: str | None = None,
-    images: str | None = None,
+    images: str | list[str] | None = None,
+    protocol: str = "default",
+    estimate: str = "both",
+    num_samples: int = 1,
     sweep: bool = False,
     samplers: list[str] | None = None,
     steps: list[int] | None = None,
@@ -95,27 +106,81 @@ def evaluate_run(
     progress: bool = True,
     compile: bool | None = None,
     graphs: bool | None = None,
+    use_ema: bool = True,
+    grids: bool = True,
 ) -> Report:
+    """Score a run's estimates and write a report folder (default ``RUN/eval``).
+
+    ``protocol="default"``: PSNR/SSIM/MAE on [0, 1] against the targets, on the run's held-out
+    images, a paired folder (``data``) or clean images degraded by the run's task (``images``).
+    ``protocol="sr"``: the field's super-resolution protocol (:mod:`condiff.evaluate.sr`) on one
+    or more folders of high-resolution test images (``images``; each folder a test set).
+    ``estimate``: "mean", "sample" or "both"; ``num_samples=K > 1`` adds the mean of K samples.
+    """
+    if protocol not in ("default", "sr"):
+        raise ValueError(f"unknown protocol {protocol!r}; expected 'default' or 'sr'")
+    if estimate not in ("both", "mean", "sample"):
+        raise ValueError(f"--estimate must be mean, sample or both, got {estimate!r}")
+    if num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
     dev = resolve_device(device)
     pipe = load(
-        checkpoint, device=dev, dtype=dtype or default_dtype(dev), compile=compile, graphs=graphs
+        checkpoint,
+        device=dev,
+        dtype=dtype or default_dtype(dev),
+        compile=compile,
+        graphs=graphs,
+        use_ema=use_ema,
     )
-    items, baseline = eval_items(pipe, data=data, images=images, max_side=max_side, limit=limit)
+    folders = [images] if isinstance(images, str) else list(images or [])
     samplers = samplers or (["ddim", "dpmpp_2m", "heun"] if sweep else [pipe.cfg.sample.sampler])
     steps = steps or ([5, 10, 20, 50] if sweep else [pipe.cfg.sample.steps])
+    methods = default_methods(samplers, steps, estimate, num_samples)
+    grid_sample = Method("sample", pipe.cfg.sample.sampler, pipe.cfg.sample.steps)
+    if grid_sample not in methods:
+        grid_sample = next((m for m in methods if m.estimate == "sample"), grid_sample)
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
+    if protocol == "sr":
+        task = pipe.cfg.data.task
+        if task.name != "super_resolution" or not folders:
+            raise ValueError(
+                "--protocol sr needs a super-resolution run and --images FOLDER [FOLDER ...] "
+                f"of high-resolution test images (this run's task: {task.name})"
+            )
+        color = "gray" if pipe.target_channels == 1 else "rgb"
+        items = sr_items(folders, task.factor, color, limit=limit)
+        with torch.inference_mode():
+            report = evaluate(
+                pipe,
+                items,
+                methods=methods,
+                baseline=bicubic_baseline,
+                out_dir=out,
+                seed=seed,
+                progress=progress,
+                grid_sample=grid_sample,
+                score=sr_score(task.factor),
+                quantize=True,
+                grids=grids,
+            )
+        write_sr_report(report, task.factor)
+        return report
+    if len(folders) > 1:
+        raise ValueError("--images takes one folder unless --protocol sr")
+    items, baseline = eval_items(
+        pipe, data=data, images=folders[0] if folders else None, max_side=max_side, limit=limit
+    )
     with torch.inference_mode():
-        return evaluate(
+        report = evaluate(
             pipe,
             items,
-            samplers=samplers,
-            steps_list=steps,
+            methods=methods,
             baseline=baseline,
             out_dir=out,
             seed=seed,
             progress=progress,
-            grids_for=(
-                pipe.cfg.sample.sampler if pipe.cfg.sample.sampler in samplers else samplers[0],
-                20 if 20 in steps else max(steps),
-            ),
+            grid_sample=grid_sample,
+            grids=grids,
         )
+    write_report(report, has_baseline=baseline is not None)
+    return report

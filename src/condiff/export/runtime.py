@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from condiff.config import RunConfig
-from condiff.diffusion.objectives import batched_condition, concat_condition, to_x0
-from condiff.diffusion.samplers import get_sampler
+from condiff.diffusion.objectives import (
+    batched_condition,
+    concat_condition,
+    decode_target,
+    to_x0,
+)
+from condiff.diffusion.samplers import estimate_plan, get_sampler
 from condiff.diffusion.schedule import NoiseSchedule, spaced_timesteps
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 
@@ -68,6 +73,7 @@ class OrtPipeline:
         self,
         cond: np.ndarray,
         *,
+        estimate: str = "sample",
         sampler: str | None = None,
         steps: int | None = None,
         num_samples: int = 1,
@@ -77,14 +83,17 @@ class OrtPipeline:
         progress: bool = False,
         noise: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Returns ``(B, C, H, W)``, or ``(B, K, C, H, W)`` for ``num_samples=K > 1``.
+        """Returns ``(B, C, H, W)``, or ``(B, K, C, H, W)`` for ``num_samples=K > 1`` samples;
+        ``estimate="mean"``: ``(B, C, H, W)``, as :meth:`condiff.infer.Pipeline.__call__`.
 
         ``rng``: a numpy Generator or a seed; ``noise``: the starting noise ``(B*K, C, H', W')``
         at the padded size, instead of drawing it.
         """
         cond = batched_condition(cond, self.cond_channels)
         sc, d = self.cfg.sample, self.cfg.diffusion
-        sampler, steps = sampler or sc.sampler, steps or sc.steps
+        sampler, steps, spacing = estimate_plan(
+            estimate, sampler or sc.sampler, steps or sc.steps, sc.spacing, num_samples
+        )
         eta = sc.eta if eta is None else eta
         fn = get_sampler(sampler)
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -104,13 +113,15 @@ class OrtPipeline:
             x0 = to_x0(d.objective, pred, x_t, self.alphas_cumprod[t])
             if sc.dynamic_threshold is not None:
                 return dynamic_threshold_np(x0, sc.dynamic_threshold)
-            return np.clip(x0, -1, 1) if sc.clip else x0
+            return np.clip(x0, -d.target_scale, d.target_scale) if sc.clip else x0
 
-        timesteps = spaced_timesteps(self.schedule.num_timesteps, steps, sc.spacing)
+        timesteps = spaced_timesteps(self.schedule.num_timesteps, steps, spacing)
         out = fn(
             denoise, noise, self.schedule, timesteps, eta=eta, generator=rng, progress=progress
         )
-        if d.residual:
-            out = out + cond_k[:, : self.target_channels]
+        out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)
         out = np.clip(out[:, :, :h, :w], -1, 1)
-        return out if num_samples == 1 else out.reshape(b, num_samples, *out.shape[1:])
+        if num_samples == 1:
+            return out
+        out = out.reshape(b, num_samples, *out.shape[1:])
+        return out.mean(1) if estimate == "mean" else out

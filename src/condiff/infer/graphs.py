@@ -34,6 +34,7 @@ class GraphedSampler:
         spacing: str,
         clip: bool,
         autocast_dtype: torch.dtype | None,
+        clip_value: float = 1.0,
         warmup: int = 2,
     ) -> None:
         if sampler not in DETERMINISTIC:
@@ -44,7 +45,13 @@ class GraphedSampler:
         timesteps = schedule.timesteps(steps, spacing)
         self.cond, self.x_T = cond.clone(), x_T.clone()
         denoise = make_denoiser(
-            model, self.cond, schedule, objective=objective, clip=clip, dtype=torch.float32
+            model,
+            self.cond,
+            schedule,
+            objective=objective,
+            clip=clip,
+            clip_value=clip_value,
+            dtype=torch.float32,
         )
 
         def run() -> Tensor:

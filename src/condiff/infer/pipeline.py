@@ -10,8 +10,8 @@ from torch import Tensor
 
 from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
-from condiff.diffusion.objectives import batched_condition
-from condiff.diffusion.samplers import get_sampler
+from condiff.diffusion.objectives import batched_condition, decode_target
+from condiff.diffusion.samplers import estimate_plan, get_sampler
 from condiff.diffusion.sampling import randn
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.tiling import TiledModel, pad_to_multiple
@@ -71,17 +71,23 @@ class Pipeline:
         # The window the network saw in training: tiles larger inputs at that size.
         self.window = cfg.data.crop_size
 
-    def _finish(self, out: Tensor, cond_k: Tensor, b: int, k: int, h: int, w: int) -> Tensor:
-        if self.cfg.diffusion.residual:
-            out = out + cond_k[:, : self.target_channels]
+    def _finish(
+        self, out: Tensor, cond_k: Tensor, b: int, k: int, h: int, w: int, mean: bool
+    ) -> Tensor:
+        d = self.cfg.diffusion
+        out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)
         out = out[:, :, :h, :w].clamp(-1, 1)
-        return out if k == 1 else out.view(b, k, *out.shape[1:])
+        if k == 1:
+            return out
+        out = out.view(b, k, *out.shape[1:])
+        return out.mean(1) if mean else out
 
     @torch.no_grad()
     def __call__(
         self,
         cond: Tensor,
         *,
+        estimate: str = "sample",
         sampler: str | None = None,
         steps: int | None = None,
         num_samples: int = 1,
@@ -90,14 +96,21 @@ class Pipeline:
         overlap: int | None = None,
         progress: bool = False,
     ) -> Tensor:
-        """``cond`` ``(B, C_cond, H, W)`` in [-1, 1], any H and W -> samples in [-1, 1].
+        """``cond`` ``(B, C_cond, H, W)`` in [-1, 1], any H and W -> estimates in [-1, 1].
 
-        Returns ``(B, C, H, W)``, or ``(B, K, C, H, W)`` when ``num_samples=K > 1``. Inputs larger
-        than the training window run as overlapping tiles (``overlap`` defaults to window / 4).
+        ``estimate="sample"``: posterior samples (the perceptual choice), ``(B, C, H, W)``, or
+        ``(B, K, C, H, W)`` when ``num_samples=K > 1``. ``estimate="mean"``: the posterior mean
+        (the minimum-MSE choice), ``(B, C, H, W)``: one network call, or the average of
+        ``num_samples`` samples (see :func:`condiff.diffusion.samplers.estimate_plan`). Inputs
+        larger than the training window run as overlapping tiles (``overlap`` defaults to
+        window / 4).
         """
         cond = batched_condition(cond, self.cond_channels)
         sc = self.cfg.sample
-        sampler, steps = sampler or sc.sampler, steps or sc.steps
+        sampler, steps, spacing = estimate_plan(
+            estimate, sampler or sc.sampler, steps or sc.steps, sc.spacing, num_samples
+        )
+        mean = estimate == "mean"
         eta = sc.eta if eta is None else eta
         fn = get_sampler(sampler)
         b = cond.shape[0]
@@ -119,7 +132,7 @@ class Pipeline:
             and (sampler != "ddim" or eta == 0)
             and sc.dynamic_threshold is None
         ):
-            key = (tuple(cond_k.shape), sampler, steps, overlap)
+            key = (tuple(cond_k.shape), sampler, steps, spacing, overlap)
             # Capture lazily, on the second call with the same shapes: a one-off image is cheaper
             # to run eagerly than to warm up, capture and replay once.
             self._calls[key] = self._calls.get(key, 0) + 1
@@ -133,18 +146,21 @@ class Pipeline:
                     sampler=sampler,
                     steps=steps,
                     objective=self.cfg.diffusion.objective,
-                    spacing=sc.spacing,
+                    spacing=spacing,
                     clip=sc.clip,
+                    clip_value=self.cfg.diffusion.target_scale,
                     autocast_dtype=autocast_dtype(self.dtype),
                 )
-            return self._finish(self._graphed[key](cond_k, x_T), cond_k, b, num_samples, h, w)
-        timesteps = self.schedule.timesteps(steps, sc.spacing)
+            out = self._graphed[key](cond_k, x_T)
+            return self._finish(out, cond_k, b, num_samples, h, w, mean)
+        timesteps = self.schedule.timesteps(steps, spacing)
         denoise = make_denoiser(
             net,
             cond_k,
             self.schedule,
             objective=self.cfg.diffusion.objective,
             clip=sc.clip,
+            clip_value=self.cfg.diffusion.target_scale,
             dynamic_threshold_percentile=sc.dynamic_threshold,
             dtype=torch.float32,
         )
@@ -158,7 +174,7 @@ class Pipeline:
                 generator=generator,
                 progress=progress,
             )
-        return self._finish(out, cond_k, b, num_samples, h, w)
+        return self._finish(out, cond_k, b, num_samples, h, w, mean)
 
 
 def load(

@@ -41,6 +41,7 @@ def sample_files(
     input_path: str | Path,
     output_dir: str | Path,
     *,
+    estimate: str = "sample",
     sampler: str | None = None,
     steps: int | None = None,
     num_samples: int = 1,
@@ -58,12 +59,17 @@ def sample_files(
 ) -> list[Path]:
     """Sample every image under ``input_path`` into ``output_dir``; returns the files written.
 
+    ``estimate="sample"`` writes ``num_samples`` posterior samples per image (and their per-pixel
+    mean and std when more than one); ``"mean"`` writes one posterior-mean image.
+
     Noise for batch ``i`` comes from a generator seeded with ``seed + i`` (torch's generator for
     the torch engine, numpy's for onnxruntime).
     """
     if num_samples < 1 or batch_size < 1 or upscale < 1:
         raise ValueError("--num-samples, --batch-size and --upscale must be >= 1")
-    opts = dict(sampler=sampler, steps=steps, num_samples=num_samples, overlap=overlap)
+    opts = dict(
+        estimate=estimate, sampler=sampler, steps=steps, num_samples=num_samples, overlap=overlap
+    )
     run: Engine
     if engine == "onnxruntime":
         if onnx_model is None:
@@ -75,7 +81,7 @@ def sample_files(
 
         def run(conds: np.ndarray, bi: int) -> np.ndarray:
             res = ort_pipe(conds, rng=seed + bi, progress=progress, **opts)
-            return res if num_samples > 1 else res[:, None]
+            return res if res.ndim == 5 else res[:, None]
 
     elif engine == "torch":
         if checkpoint is None:
@@ -150,6 +156,6 @@ def _torch_engine(
         gen = torch.Generator(dev).manual_seed(seed + bi)
         res = pipe(torch.from_numpy(conds), generator=gen, progress=progress, **opts)
         res = res.float().cpu().numpy()
-        return res if opts["num_samples"] > 1 else res[:, None]
+        return res if res.ndim == 5 else res[:, None]
 
     return run, pipe.cond_channels

@@ -27,10 +27,12 @@ from condiff.data import (
 )
 from condiff.data.datasets import collate
 from condiff.diffusion import NoiseSchedule, diffusion_loss
+from condiff.diffusion.objectives import decode_target, encode_target
 from condiff.nn import ConditionalUNet, set_attention_kernel
 from condiff.train import checkpoint as ckpt
 from condiff.train.distributed import init_distributed
 from condiff.train.ema import EMA
+from condiff.train.log import RunLog
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,6 +45,7 @@ class FitResult:
     step: int
     checkpoint: Path | None
     interrupted: bool = False
+    stop_reason: str = ""  # why an interrupted run stopped: signal, time limit, ...
     skipped_steps: int = 0
     img_per_s: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -89,6 +92,18 @@ def lr_lambda(cfg: RunConfig):
         return 1.0
 
     return f
+
+
+def sample_timesteps(
+    n: int, num_timesteps: int, top_fraction: float, device: torch.device, gen: torch.Generator
+) -> Tensor:
+    """``n`` training timesteps: uniform, with a share ``top_fraction`` moved to t = T-1 (where
+    the x0 prediction is the posterior mean, the one-call "mean" estimate)."""
+    t = torch.randint(0, num_timesteps, (n,), device=device, generator=gen)
+    if top_fraction > 0:
+        top = torch.rand(n, device=device, generator=gen) < top_fraction
+        t = torch.where(top, num_timesteps - 1, t)
+    return t
 
 
 def _seed(*parts: int) -> int:
@@ -170,7 +185,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     schedule = build_schedule(cfg)
 
-    start_step, loaded_from = 0, None
+    start_step, loaded_from, seconds_before = 0, None, 0.0
     if resume:
         path = (
             ckpt.latest_checkpoint(ckpt_root)
@@ -186,6 +201,7 @@ def fit(
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             start_step, loaded_from = int(state["step"]), path
+            seconds_before = float(state.get("train_seconds", 0.0))
             # The config's learning rate wins on resume (same value: same schedule, bit for bit).
             lr_sched.base_lrs = [tc.lr for _ in opt.param_groups]
             factor = lr_lambda(cfg)(start_step)
@@ -205,7 +221,14 @@ def fit(
     if tc.compile if tc.compile is not None else device.type == "cuda":
         net = torch.compile(net)
 
-    train_set = TrainCrops(source, train_idx, cfg.data.crop_size, flip=cfg.data.flip, seed=tc.seed)
+    train_set = TrainCrops(
+        source,
+        train_idx,
+        cfg.data.crop_size,
+        flip=cfg.data.flip,
+        rotate=cfg.data.rotate,
+        seed=tc.seed,
+    )
     loader = DataLoader(
         train_set,
         batch_size=micro,
@@ -221,21 +244,20 @@ def fit(
     batches: Iterator[tuple[Tensor, Tensor]] = iter(loader)
     val_set = ValCrops(source, val_idx, cfg.data.crop_size) if val_idx else None
 
-    writer = None
+    total = tc.steps
+    log = None
     if dist_info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        log = RunLog(
+            run_dir,
+            start_step=start_step,
+            total=total,
+            batch_size=tc.batch_size,
+            progress=progress,
+        )
         if loaded_from is not None:
-            print(f"resumed from {loaded_from} at step {start_step}")
+            log.message(f"resumed from {loaded_from} at step {start_step}")
 
     result = FitResult(run_dir, start_step, loaded_from)
-    total = tc.steps
-    pbar = None
-    if progress and dist_info.is_main:
-        from tqdm.auto import tqdm
-
-        pbar = tqdm(total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
     def save(step: int) -> Path | None:
         path = None
@@ -248,6 +270,8 @@ def fit(
                 "scaler": scaler.state_dict() if scaler is not None else {},
                 "torch_rng": torch.get_rng_state(),
                 "skipped_steps": result.skipped_steps,
+                # wall time spent in the training loop so far, over all resumed calls
+                "train_seconds": seconds_before + time.perf_counter() - t_start,
             }
             path = ckpt.save_checkpoint(
                 ckpt_root,
@@ -263,6 +287,7 @@ def fit(
         return path
 
     g_batch = dist_info.world * micro
+    t_start = time.perf_counter()
     nonfinite_run = 0
     log_loss, log_n, log_t0, log_imgs = 0.0, 0, time.perf_counter(), 0
     step = start_step
@@ -275,16 +300,17 @@ def fit(
                 cond, x0 = next(batches)
                 cond = cond.to(device, non_blocking=True)
                 x0 = x0.to(device, non_blocking=True)
-                if cfg.diffusion.residual:
-                    x0 = x0 - cond[:, : x0.shape[1]]
+                x0 = encode_target(
+                    x0, cond, residual=cfg.diffusion.residual, scale=cfg.diffusion.target_scale
+                )
                 if channels_last:
                     cond = cond.contiguous(memory_format=torch.channels_last)
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 # Timesteps and noise for the whole global micro-batch, then this rank's slice:
                 # the same draws whatever the number of processes.
                 gen = torch.Generator(device).manual_seed(_seed(tc.seed, step, k))
-                t_all = torch.randint(
-                    0, schedule.num_timesteps, (g_batch,), device=device, generator=gen
+                t_all = sample_timesteps(
+                    g_batch, schedule.num_timesteps, cfg.diffusion.top_t_fraction, device, gen
                 )
                 eps_all = torch.randn((g_batch, *x0.shape[1:]), device=device, generator=gen)
                 lo = dist_info.rank * micro
@@ -336,8 +362,8 @@ def fit(
             else:
                 nonfinite_run += 1
                 result.skipped_steps += 1
-                if writer is not None:
-                    writer.add_scalar("train/skipped_steps", result.skipped_steps, step)
+                if log is not None:
+                    log.skipped(step, result.skipped_steps)
                 if nonfinite_run >= tc.max_nonfinite:
                     last = ckpt.latest_checkpoint(ckpt_root)
                     raise TrainingDiverged(
@@ -359,41 +385,51 @@ def fit(
                 mean_loss = log_loss / max(1, log_n)
                 result.img_per_s = ips
                 result.history.append({"step": step, "loss": mean_loss, "img_per_s": ips})
-                if writer is not None:
-                    writer.add_scalar("train/loss", mean_loss, step)
-                    writer.add_scalar("train/lr", lr_sched.get_last_lr()[0], step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                    writer.add_scalar("train/img_per_s", ips, step)
-                    writer.add_scalar("train/skipped_steps", result.skipped_steps, step)
-                if pbar is not None:
-                    pbar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{ips:.1f}")
+                if log is not None:
+                    log.train(
+                        step,
+                        loss=mean_loss,
+                        lr=lr_sched.get_last_lr()[0],
+                        grad_norm=float(grad_norm),
+                        img_s=ips,
+                        skipped=result.skipped_steps,
+                    )
                 log_loss, log_n, log_t0, log_imgs = 0.0, 0, time.perf_counter(), 0
-            if pbar is not None:
-                pbar.update(1)
+            if log is not None:
+                log.step()
 
             if (
-                dist_info.is_main
+                log is not None
                 and val_set is not None
                 and (step % tc.val_every == 0 or step == total)
             ):
                 metrics, grid = validate(cfg, ema.model, schedule, val_set, device, precision)
-                for k2, v in metrics.items():
-                    writer.add_scalar(f"val/{k2}", v, step)  # type: ignore[union-attr]
                 result.history.append({"step": step, **{f"val_{k}": v for k, v in metrics.items()}})
-                if step % tc.image_every == 0 or step == total:
-                    writer.add_image("val/cond|sample|target", grid, step)  # type: ignore[union-attr]
+                log.validation(
+                    step, metrics, grid if step % tc.image_every == 0 or step == total else None
+                )
             if step % tc.ckpt_every == 0 or step == total:
                 result.checkpoint = save(step)
-            if stop.set or (stop_after is not None and steps_this_call >= stop_after):
-                if step % tc.ckpt_every and step != total:
+            reason = (
+                "signal"
+                if stop.set
+                else "stop_after"
+                if stop_after is not None and steps_this_call >= stop_after
+                else "time limit"
+                if tc.max_minutes and time.perf_counter() - t_start > 60 * tc.max_minutes
+                else ""
+            )
+            if dist_info.enabled:  # every rank stops at the same step, whichever rank saw it
+                flag = torch.tensor([len(reason)], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                reason = reason or ("peer" if int(flag.item()) else "")
+            if reason and step != total:
+                if step % tc.ckpt_every:
                     result.checkpoint = save(step)
-                result.interrupted = True
+                result.interrupted, result.stop_reason = True, reason
                 break
-    if pbar is not None:
-        pbar.close()
-    if writer is not None:
-        writer.flush()
-        writer.close()
+    if log is not None:
+        log.close()
     return result
 
 
@@ -428,9 +464,10 @@ def validate(
             objective=cfg.diffusion.objective,
             spacing=cfg.sample.spacing,
             clip=cfg.sample.clip,
+            clip_value=cfg.diffusion.target_scale,
         )
-    if cfg.diffusion.residual:
-        out = (out + conds[:, :tc_]).clamp(-1, 1)
+    d = cfg.diffusion
+    out = decode_target(out, conds, residual=d.residual, scale=d.target_scale).clamp(-1, 1)
     m: dict[str, list[float]] = {"psnr": [], "ssim": [], "baseline_psnr": [], "baseline_ssim": []}
     for i in range(len(targets)):
         tgt, pred = from_model(targets[i]), from_model(out[i])

@@ -1,0 +1,115 @@
+"""Where a training run's records go: TensorBoard, ``RUN/metrics.jsonl`` and plain log lines.
+
+Rank 0 only. Plain lines (one per log window, one per validation) are printed when there is no
+progress bar (``--no-progress``, or stdout is not a terminal: batch jobs, torchrun, CI logs), so a
+run is never silent; ``metrics.jsonl`` holds the same records as JSON lines, to plot without
+TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class RunLog:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        start_step: int,
+        total: int,
+        batch_size: int,
+        progress: bool,
+    ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.total, self.batch_size = total, batch_size
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+        self.jsonl = (run_dir / "metrics.jsonl").open("a")
+        self.pbar = None
+        if progress and sys.stdout.isatty():
+            from tqdm.auto import tqdm
+
+            self.pbar = tqdm(
+                total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True
+            )
+
+    def _record(self, rec: dict[str, Any]) -> None:
+        self.jsonl.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
+        self.jsonl.flush()
+
+    def _line(self, text: str) -> None:
+        if self.pbar is None:
+            print(text, flush=True)
+        else:
+            self.pbar.write(text)
+
+    def step(self) -> None:
+        if self.pbar is not None:
+            self.pbar.update(1)
+
+    def train(
+        self, step: int, *, loss: float, lr: float, grad_norm: float, img_s: float, skipped: int
+    ) -> None:
+        """One log window's means."""
+        w = self.writer
+        w.add_scalar("train/loss", loss, step)
+        w.add_scalar("train/lr", lr, step)
+        w.add_scalar("train/grad_norm", grad_norm, step)
+        w.add_scalar("train/img_per_s", img_s, step)
+        w.add_scalar("train/skipped_steps", skipped, step)
+        self._record(
+            {
+                "kind": "train",
+                "step": step,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "img_per_s": img_s,
+                "skipped_steps": skipped,
+            }
+        )
+        if self.pbar is not None:
+            self.pbar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.1f}")
+            return
+        eta = (self.total - step) * self.batch_size / img_s if img_s > 0 else float("nan")
+        self._line(
+            f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {img_s:.1f} img/s  "
+            f"eta {_duration(eta) if eta == eta else '?'}"
+            + (f"  skipped {skipped}" if skipped else "")
+        )
+
+    def skipped(self, step: int, skipped: int) -> None:
+        self.writer.add_scalar("train/skipped_steps", skipped, step)
+
+    def validation(self, step: int, metrics: dict[str, float], grid: Tensor | None) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"val/{k}", v, step)
+        if grid is not None:
+            self.writer.add_image("val/cond|sample|target", grid, step)
+        self._record({"kind": "val", "step": step, **metrics})
+        parts = [f"{k} {v:.4f}" if "ssim" in k else f"{k} {v:.2f}" for k, v in metrics.items()]
+        self._line(f"validation at step {step}: " + "  ".join(parts))
+
+    def message(self, text: str) -> None:
+        self._line(text)
+
+    def close(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+        self.writer.flush()
+        self.writer.close()
+        self.jsonl.close()
