@@ -198,6 +198,10 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_last: int = 3
     max_nonfinite: int = 20  # consecutive non-finite losses before the run stops
+    # Start from trained weights (and their EMA) with a fresh optimizer at step 0: a run or
+    # checkpoint folder, or "pretrained:NAME" for weights shipped with condiff (fine-tuning).
+    # Ignored when --resume finds a checkpoint of this run.
+    init_from: str | None = None
     # Stop with a checkpoint after this many minutes in the training loop (a job's time limit);
     # --resume auto continues. None: no limit.
     max_minutes: float | None = None

@@ -197,10 +197,7 @@ def load(
     raw.pop("checkpoint", None)
     cfg = RunConfig.from_dict(raw)
     model = ConditionalUNet(**cfg.model.network_kwargs())
-    weights = folder / ("ema.safetensors" if use_ema else "model.safetensors")
-    if not weights.is_file():
-        raise ckpt.CheckpointError(f"{weights}: missing")
-    ckpt.load_weights(model, weights)
+    ckpt.load_weights(model, ckpt.weights_file(folder, use_ema))
     return Pipeline(
         model,
         cfg,

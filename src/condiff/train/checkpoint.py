@@ -169,3 +169,31 @@ def load_weights(model: nn.Module, file: str | Path) -> None:
         raise CheckpointError(
             f"{file}: weights do not fit the model in config.json ({e})"
         ) from None
+
+
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def resolve_init(spec: str) -> Path:
+    """``pretrained:NAME`` (weights shipped in ``condiff/weights/NAME``), a run folder or a
+    checkpoint folder -> the checkpoint folder to take weights from."""
+    if spec.startswith("pretrained:"):
+        name = spec.split(":", 1)[1]
+        folder = PRETRAINED_DIR / name
+        if not (folder / "config.json").is_file():
+            have = sorted(p.name for p in PRETRAINED_DIR.glob("*/config.json"))
+            raise CheckpointError(
+                f"train.init_from: no pretrained weights named {name!r}; shipped: {have or 'none'}"
+            )
+        return resolve_checkpoint(folder, need_state=False)
+    return resolve_checkpoint(spec, need_state=False)
+
+
+def weights_file(folder: Path, ema: bool = True) -> Path:
+    """The EMA weights of a checkpoint, or its only weights where it ships one file."""
+    file = folder / ("ema.safetensors" if ema else "model.safetensors")
+    if ema and not file.is_file() and (folder / "model.safetensors").is_file():
+        return folder / "model.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    return file

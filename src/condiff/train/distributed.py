@@ -53,3 +53,8 @@ def shutdown() -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or the only process); reads torchrun's RANK."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -30,7 +30,7 @@ from condiff.diffusion import NoiseSchedule, diffusion_loss
 from condiff.diffusion.objectives import decode_target, encode_target
 from condiff.nn import ConditionalUNet, set_attention_kernel
 from condiff.train import checkpoint as ckpt
-from condiff.train.distributed import init_distributed
+from condiff.train.distributed import init_distributed, shutdown
 from condiff.train.ema import EMA
 from condiff.train.log import RunLog
 
@@ -45,7 +45,7 @@ class FitResult:
     step: int
     checkpoint: Path | None
     interrupted: bool = False
-    stop_reason: str = ""  # why an interrupted run stopped: signal, time limit, ...
+    stop_reason: str = ""  # why an interrupted run stopped: SIGTERM, SIGINT, time limit, peer
     skipped_steps: int = 0
     img_per_s: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -94,6 +94,32 @@ def lr_lambda(cfg: RunConfig):
     return f
 
 
+ARCH_FREE = ("preset", "dropout_rate")  # model fields that change no weight shape
+
+
+def init_weights(cfg: RunConfig, model: nn.Module, ema: EMA) -> Path:
+    """``train.init_from``: load a checkpoint's weights (and EMA, or the weights again) into a
+    fresh run; a network of another shape is an error naming the differing model fields."""
+    from condiff.config import ModelConfig, from_dict
+
+    folder = ckpt.resolve_init(str(cfg.train.init_from))
+    theirs = from_dict(ModelConfig, ckpt.read_config(folder).get("model", {}), prefix="model.")
+    diffs = [
+        f"model.{f} is {getattr(cfg.model, f)!r} here but {getattr(theirs, f)!r} there"
+        for f in cfg.model.network_kwargs()
+        if f not in ARCH_FREE and getattr(cfg.model, f) != getattr(theirs, f)
+    ]
+    if diffs:
+        raise ValueError(
+            f"train.init_from={cfg.train.init_from}: that network has another shape ("
+            + "; ".join(diffs)
+            + "); set the model section to match it, or leave train.init_from out"
+        )
+    ckpt.load_weights(model, folder / "model.safetensors")
+    ckpt.load_weights(ema.model, ckpt.weights_file(folder, ema=True))
+    return folder
+
+
 def sample_timesteps(
     n: int, num_timesteps: int, top_fraction: float, device: torch.device, gen: torch.Generator
 ) -> Tensor:
@@ -120,6 +146,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.set = False
+        self.name = ""  # the signal's name, e.g. SIGTERM
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -131,11 +158,19 @@ class _StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.set:  # second signal: give up immediately
             raise KeyboardInterrupt
-        self.set = True
+        self.set, self.name = True, signal.Signals(signum).name
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def _loader_worker_init(_: int) -> None:
+    """Loader workers ignore SIGINT/SIGTERM (a terminal or scheduler signals the whole process
+    group): the main process saves a checkpoint first, then shuts them down. A worker killed
+    mid-save would make PyTorch raise in the main process and lose that checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def fit(
@@ -210,6 +245,7 @@ def fit(
                 group["lr"] = tc.lr * factor
             if "torch_rng" in state:
                 torch.set_rng_state(state["torch_rng"])
+    init_folder = init_weights(cfg, model, ema) if loaded_from is None and tc.init_from else None
     if dist_info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 
@@ -240,6 +276,7 @@ def fit(
         collate_fn=collate,
         persistent_workers=cfg.data.num_workers > 0,
         prefetch_factor=4 if cfg.data.num_workers > 0 else None,
+        worker_init_fn=_loader_worker_init,
     )
     batches: Iterator[tuple[Tensor, Tensor]] = iter(loader)
     val_set = ValCrops(source, val_idx, cfg.data.crop_size) if val_idx else None
@@ -256,6 +293,8 @@ def fit(
         )
         if loaded_from is not None:
             log.message(f"resumed from {loaded_from} at step {start_step}")
+        if init_folder is not None:
+            log.message(f"initialised from {init_folder} (weights and EMA; fresh optimizer)")
 
     result = FitResult(run_dir, start_step, loaded_from)
 
@@ -411,7 +450,7 @@ def fit(
             if step % tc.ckpt_every == 0 or step == total:
                 result.checkpoint = save(step)
             reason = (
-                "signal"
+                stop.name
                 if stop.set
                 else "stop_after"
                 if stop_after is not None and steps_this_call >= stop_after
@@ -430,6 +469,9 @@ def fit(
                 break
     if log is not None:
         log.close()
+    del batches, loader  # stop the loader workers before the process group goes
+    if dist_info.enabled:
+        shutdown()
     return result
 
 
@@ -442,48 +484,53 @@ def validate(
     device: torch.device,
     precision: str,
 ) -> tuple[dict[str, float], Tensor]:
-    """Sample the held-out crops with the EMA model: PSNR/SSIM of samples and of the baseline."""
+    """The held-out crops with the EMA model: PSNR/SSIM of the posterior mean (one network
+    call), of samples (``train.val_steps`` steps) and of the task's baseline."""
     from condiff.data.io import from_model
     from condiff.diffusion import sample
+    from condiff.diffusion.samplers import estimate_plan
     from condiff.evaluate.metrics import psnr, ssim
 
     conds, targets = collate([val_set[i] for i in range(len(val_set))])
     conds, targets = conds.to(device), targets.to(device)
     task = val_set.source.task
     tc_ = targets.shape[1]
+    d, sc = cfg.diffusion, cfg.sample
     model.eval()
-    with autocast_ctx(precision, device):
-        out = sample(
-            model,
-            conds,
-            schedule,
-            target_channels=tc_,
-            sampler=cfg.sample.sampler,
-            steps=cfg.train.val_steps,
-            generator=torch.Generator(device).manual_seed(0),
-            objective=cfg.diffusion.objective,
-            spacing=cfg.sample.spacing,
-            clip=cfg.sample.clip,
-            clip_value=cfg.diffusion.target_scale,
-        )
-    d = cfg.diffusion
-    out = decode_target(out, conds, residual=d.residual, scale=d.target_scale).clamp(-1, 1)
-    m: dict[str, list[float]] = {"psnr": [], "ssim": [], "baseline_psnr": [], "baseline_ssim": []}
+    outs = {}
+    for est in ("mean", "sample"):
+        sampler, steps, spacing = estimate_plan(est, sc.sampler, cfg.train.val_steps, sc.spacing, 1)
+        with autocast_ctx(precision, device):
+            z = sample(
+                model,
+                conds,
+                schedule,
+                target_channels=tc_,
+                sampler=sampler,
+                steps=steps,
+                generator=torch.Generator(device).manual_seed(0),
+                objective=d.objective,
+                spacing=spacing,
+                clip=sc.clip,
+                clip_value=d.target_scale,
+            )
+        outs[est] = decode_target(z, conds, residual=d.residual, scale=d.target_scale).clamp(-1, 1)
+    m: dict[str, list[float]] = {}
     for i in range(len(targets)):
-        tgt, pred = from_model(targets[i]), from_model(out[i])
-        m["psnr"].append(psnr(pred, tgt))
-        m["ssim"].append(ssim(pred, tgt))
+        tgt = from_model(targets[i])
+        preds = {f"{k}_": from_model(v[i]) for k, v in outs.items()}
         if task is not None or conds.shape[1] >= tc_:
             base = task.baseline(conds[i].cpu(), tc_) if task is not None else conds[i, :tc_].cpu()
-            b = from_model(base)
-            m["baseline_psnr"].append(psnr(b, tgt))
-            m["baseline_ssim"].append(ssim(b, tgt))
-    metrics = {k: float(sum(v) / len(v)) for k, v in m.items() if v}
-    return metrics, image_grid(conds[:4], out[:4], targets[:4])
+            preds["baseline_"] = from_model(base)
+        for prefix, pred in preds.items():
+            m.setdefault(prefix + "psnr", []).append(psnr(pred, tgt))
+            m.setdefault(prefix + "ssim", []).append(ssim(pred, tgt))
+    metrics = {k: float(sum(v) / len(v)) for k, v in m.items()}
+    return metrics, image_grid(conds[:4], outs["mean"][:4], outs["sample"][:4], targets[:4])
 
 
-def image_grid(cond: Tensor, sample_: Tensor, target: Tensor) -> Tensor:
-    """Rows of condition | sample | target, (3, H*rows, W*3) in [0, 1] for TensorBoard."""
+def image_grid(cond: Tensor, mean: Tensor, sample_: Tensor, target: Tensor) -> Tensor:
+    """Rows of condition | mean | sample | target, (3, H*rows, W*4) in [0, 1] for TensorBoard."""
     c = target.shape[1]
 
     def rgb(x: Tensor) -> Tensor:
@@ -492,7 +539,7 @@ def image_grid(cond: Tensor, sample_: Tensor, target: Tensor) -> Tensor:
         return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
 
     rows = [
-        torch.cat([rgb(cond)[i], rgb(sample_)[i], rgb(target)[i]], dim=2)
+        torch.cat([rgb(cond)[i], rgb(mean)[i], rgb(sample_)[i], rgb(target)[i]], dim=2)
         for i in range(len(target))
     ]
     return torch.cat(rows, dim=1)

@@ -99,7 +99,7 @@ class RunLog:
         for k, v in metrics.items():
             self.writer.add_scalar(f"val/{k}", v, step)
         if grid is not None:
-            self.writer.add_image("val/cond|sample|target", grid, step)
+            self.writer.add_image("val/cond|mean|sample|target", grid, step)
         self._record({"kind": "val", "step": step, **metrics})
         parts = [f"{k} {v:.4f}" if "ssim" in k else f"{k} {v:.2f}" for k, v in metrics.items()]
         self._line(f"validation at step {step}: " + "  ".join(parts))
