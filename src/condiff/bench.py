@@ -126,6 +126,13 @@ class Variant:
     attention: str = "sdpa"  # attention kernel (condiff.nn.attention)
 
 
+# --quick: the default path and its plain baseline, per device type
+QUICK_ROWS = {
+    "cuda": ("eager bf16", "optimised, triton attention"),
+    "cpu": ("eager fp32", "compiled fp32"),
+}
+
+
 def _variants(device: torch.device, compile_: bool, diffusers: bool) -> list[Variant]:
     from condiff.nn.attention import triton_available
 
@@ -465,9 +472,15 @@ def run_bench(
     profile: bool = False,
     only: list[str] | None = None,
     train_loop: int = 0,
+    quick: bool = False,
 ) -> list[BenchRow]:
     """The table. ``train_loop``: also time ``condiff train``'s own loop with log windows of this
-    many steps (0: not)."""
+    many steps (0: not). ``quick``: the default path against its plain baseline only (on CUDA
+    eager bf16 vs optimised with the Triton kernel; on CPU eager vs compiled fp32), 2 repeats,
+    no diffusers row: both GPU presets in one sitting."""
+    t_start = time.perf_counter()
+    if quick:
+        repeats, diffusers = min(repeats, 2), False
     dev = torch.device(
         "cuda"
         if device == "auto" and torch.cuda.is_available()
@@ -502,7 +515,8 @@ def run_bench(
                 ),
             )
             for var in _variants(dev, compile_, diffusers)
-            if not only or any(o in var.name for o in only)
+            if (not only or any(o in var.name for o in only))
+            and (not quick or var.name in QUICK_ROWS.get(dev.type, ()))
         ]
         if train_loop:
             jobs.append(
@@ -542,7 +556,78 @@ def run_bench(
         print(line)
     if any(r.profile for r in rows):
         print(f"\n{format_profiles(rows)}")
+    print(f"bench: {len(rows)} rows in {time.perf_counter() - t_start:.0f} s")
     return rows
+
+
+ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def cpu_info() -> dict[str, object]:
+    """The CPU this runs on: model name, cores, and the instruction sets that decide which
+    deployment path is fastest (AVX-512 VNNI / BF16 and AMX for int8 and bf16)."""
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), "x86_64"):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "cores": os.cpu_count(),
+        "isa": [f for f in ISA_FLAGS if f in flags],
+    }
+
+
+# How to take each --cpu-deploy path from the command line (RUN = the checkpoint).
+DEPLOY_COMMANDS = {
+    "eager fp32": "condiff sample --checkpoint RUN --device cpu ...",
+    "compiled fp32": "condiff sample --checkpoint RUN --device cpu --compile ...",
+    "compiled bf16 (autocast)": "condiff sample --checkpoint RUN --device cpu --compile "
+    "--dtype bf16 ...",
+    "onnxruntime fp32": "condiff export --checkpoint RUN --output model.onnx && "
+    "condiff sample --engine onnxruntime --model model.onnx ...",
+    "onnxruntime int8 (QDQ)": "condiff quantize --checkpoint RUN --output model-int8.onnx && "
+    "condiff sample --engine onnxruntime --model model-int8.onnx ...",
+    "onnxruntime fp32, numpy engine": "condiff export --checkpoint RUN --output model.onnx && "
+    "condiff sample --engine onnxruntime --model model.onnx ...",
+}
+MIN_DB_VS_FP32 = 40.0  # a float path must reproduce eager fp32's samples to this PSNR
+
+
+def fastest_paths(
+    rows: list[dict], batches: tuple[int, ...], int8_ok: bool
+) -> dict[int, tuple[str, float]]:
+    """Per batch: the path with the shortest sample time among those that keep accuracy
+    (float paths: samples within MIN_DB_VS_FP32 of eager fp32's; int8: its gate passed), and
+    its speed-up against eager fp32."""
+    best: dict[int, tuple[str, float]] = {}
+    for b in batches:
+        ok = [
+            r
+            for r in rows
+            if (int8_ok if "int8" in r["path"] else r[f"psnr_vs_fp32_b{b}"] >= MIN_DB_VS_FP32)
+        ]
+        r = min(ok, key=lambda r: r[f"sample_b{b}_s"])
+        best[b] = (r["path"], rows[0][f"sample_b{b}_s"] / r[f"sample_b{b}_s"])
+    return best
 
 
 def run_cpu_deploy(
@@ -567,7 +652,7 @@ def run_cpu_deploy(
     from condiff.data.io import from_model
     from condiff.evaluate.metrics import psnr
     from condiff.export.onnx import OrtNetwork, export_onnx
-    from condiff.export.quantize import quantize_run
+    from condiff.export.quantize import MAX_LOSS_DB, quantize_run
     from condiff.export.runtime import OrtPipeline
     from condiff.infer.pipeline import load
 
@@ -669,13 +754,40 @@ def run_cpu_deploy(
                 f"{rows[0][f'sample_b{b}_s'] / smp:>6.2f}{('inf' if p == float('inf') else f'{p:.1f}'):>11}"
             )
         lines.append(line)
+    cpu = cpu_info()
     print(f"\ncondiff bench --cpu-deploy: {checkpoint}, {s}x{s}, torch {torch.__version__}")
+    print(
+        f"CPU: {cpu['model']}, {cpu['cores']} logical cores; instruction sets: "
+        + (" ".join(cpu["isa"]) or "none of " + " ".join(ISA_FLAGS))  # type: ignore[arg-type]
+    )
     print("\n".join(lines))
     print(
         "(x): speed-up against eager fp32 in this run. dB vs fp32: PSNR of the samples against "
         "eager fp32's, same noise."
     )
-    print(f"int8 accuracy gate (held-out images, vs targets): {gate_report}")
+    max_loss = (quantize or {}).get("max_loss_db", MAX_LOSS_DB)
+    int8_ok = gate_report.loss_db <= max_loss
+    print(
+        f"int8 accuracy gate (held-out images, vs targets): {gate_report}: "
+        + ("passed" if int8_ok else f"failed (allowed {max_loss} dB)")
+    )
+    best = fastest_paths(rows, batches, int8_ok)
+    for b, (path, x) in best.items():
+        print(
+            f"fastest accurate path on this CPU at batch {b}: {path} ({x:.2f}x eager fp32):\n"
+            f"  {DEPLOY_COMMANDS[path].replace('RUN', str(checkpoint))}"
+        )
+    print("The best path depends on the CPU (its cores and instruction sets): measure on yours.")
     if json_path:
-        Path(json_path).write_text(json.dumps({"rows": rows, "gate": str(gate_report)}, indent=2))
+        Path(json_path).write_text(
+            json.dumps(
+                {
+                    "cpu": cpu,
+                    "rows": rows,
+                    "gate": str(gate_report),
+                    "fastest": {str(b): v[0] for b, v in best.items()},
+                },
+                indent=2,
+            )
+        )
     return rows

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import condiff
@@ -161,3 +162,24 @@ def test_cpu_deploy_bench_table_has_every_path(tiny_run, tmp_path):
     assert rows["onnxruntime fp32, numpy engine"]["psnr_vs_fp32_b1"] > 50
     assert rows["compiled fp32"]["psnr_vs_fp32_b1"] > 50
     assert "int8 accuracy gate" in p.stdout
+    # the machine it ran on, and the advice for it
+    info = json.loads((tmp_path / "deploy.json").read_text())
+    assert info["cpu"]["cores"] >= 1 and "CPU: " in p.stdout
+    assert info["fastest"]["1"] in rows
+    assert f"fastest accurate path on this CPU at batch 1: {info['fastest']['1']}" in p.stdout
+    assert f"--checkpoint {tiny_run}" in p.stdout  # the command to use, for this run
+
+
+def test_fastest_path_keeps_only_accurate_paths():
+    from condiff.bench import fastest_paths
+
+    rows = [
+        {"path": "eager fp32", "sample_b1_s": 1.0, "psnr_vs_fp32_b1": float("inf")},
+        {"path": "compiled bf16 (autocast)", "sample_b1_s": 0.4, "psnr_vs_fp32_b1": 30.0},
+        {"path": "onnxruntime fp32", "sample_b1_s": 0.6, "psnr_vs_fp32_b1": 140.0},
+        {"path": "onnxruntime int8 (QDQ)", "sample_b1_s": 0.5, "psnr_vs_fp32_b1": 45.0},
+    ]
+    path, x = fastest_paths(rows, (1,), int8_ok=True)[1]
+    assert path == "onnxruntime int8 (QDQ)" and x == pytest.approx(2.0)
+    # int8 failed its gate; bf16 drifted below 40 dB: ONNX Runtime fp32 is the advice
+    assert fastest_paths(rows, (1,), int8_ok=False)[1][0] == "onnxruntime fp32"

@@ -68,7 +68,7 @@ def test_sample_cli_keeps_names_sizes_and_bit_depth(tiny_run, tmp_path):
         "3",
         "--no-progress",
     )
-    assert "wrote 3 file(s)" in p.stdout
+    assert "3 image(s) done, 3 file(s) written" in p.stdout
     a, da = read_image(out / "small.png")
     b, db = read_image(out / "odd rgb.png")
     c, dc = read_image(out / "deep.tif")
@@ -280,6 +280,7 @@ def test_sample_cli_errors_name_the_problem(tiny_run, tmp_path):
         str(bad),
         "--output",
         str(tmp_path / "o"),
+        "--strict",
         check=False,
     )
     assert p.returncode == 2 and "bad.png" in p.stderr
@@ -294,3 +295,43 @@ def test_sample_cli_errors_name_the_problem(tiny_run, tmp_path):
         check=False,
     )
     assert p.returncode == 2 and "missing" in p.stderr
+
+
+def test_batch_jobs_skip_bad_files_and_write_the_rest(tiny_run, tmp_path):
+    """A folder with a corrupt file and a truncated one (header fine, pixels cut): both are
+    reported and skipped, every other file is written, the exit status says some failed."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "c"):
+        Image.fromarray((rng.random((24, 20)) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    (folder / "b.png").write_bytes(b"not an image")
+    Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(folder / "d.png")
+    data = (folder / "d.png").read_bytes()
+    (folder / "d.png").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    p = run_cli(
+        "sample", "--checkpoint", str(tiny_run), "--input", str(folder), "--output", str(out),
+        "--no-progress", check=False,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert sorted(x.name for x in out.iterdir()) == ["a.png", "c.png"]
+    assert "2 image(s) done" in p.stdout and "2 skipped" in p.stdout
+    assert "b.png" in p.stdout and "d.png" in p.stdout
+    p = run_cli(
+        "sample", "--checkpoint", str(tiny_run), "--input", str(folder), "--output",
+        str(tmp_path / "strict"), "--strict", "--no-progress", check=False,
+    )  # fmt: skip
+    assert p.returncode == 2 and "b.png" in p.stderr and not (tmp_path / "strict").exists()
+    # evaluate over the same folder: the bad files are listed in the report, the rest scored
+    (folder / "e.png").write_bytes((folder / "a.png").read_bytes())
+    rep = tmp_path / "rep"
+    p = run_cli(
+        "evaluate", "--checkpoint", str(tiny_run), "--images", str(folder), "--output", str(rep),
+        "--estimate", "mean", "--no-progress", check=False,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    rows = list(csv.DictReader((rep / "metrics.csv").open()))
+    assert {r["image"] for r in rows} == {"a", "c", "e"}
+    md = (rep / "report.md").read_text()
+    assert "Skipped 2 unreadable file(s)" in md and "b.png" in md and "d.png" in md

@@ -15,7 +15,14 @@ from torch.utils.data import Dataset, Sampler
 
 from condiff.config import DataConfig, ModelConfig
 from condiff.data.bundled import export_bundled
-from condiff.data.io import ImageError, list_images, probe_image, read_image, to_model
+from condiff.data.io import (
+    ImageError,
+    list_images,
+    probe_image,
+    probe_images,
+    read_image,
+    to_model,
+)
 from condiff.data.tasks import Task, make_task
 
 
@@ -121,14 +128,20 @@ def paired_source(cfg: DataConfig) -> ImageSource:
     return ImageSource(items, int(tc), int(cc), None, None)  # type: ignore[arg-type]
 
 
-def task_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSource:
-    """Clean images (a folder, or the bundled photographs) + a degradation task."""
+def task_source(
+    cfg: DataConfig,
+    bundled_dest: Path | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> ImageSource:
+    """Clean images (a folder, or the bundled photographs) + a degradation task. Unreadable
+    files are an error naming them, or, given ``skipped``, listed there and left out."""
     if cfg.root == "bundled":
         dest = bundled_dest or Path("runs") / "bundled-photos"
         paths = export_bundled(dest / cfg.color, cfg.color)
     else:
         paths = list_images(cfg.root)
-    infos = [probe_image(p) for p in paths]  # corrupt files fail here, by name
+    infos = probe_images(paths, skipped)  # corrupt files fail here, by name
+    paths = [i.path for i in infos]
     if cfg.root == "bundled":
         # The bundled set has a few small images (microaneurysms is 102x102): leave out those
         # smaller than the crop rather than fail; user folders still get the error by name.
@@ -283,13 +296,24 @@ class GlobalSampleSampler(Sampler[int]):
 
 
 def full_images(
-    source: ImageSource, indices: list[int], multiple: int, max_side: int | None = None
+    source: ImageSource,
+    indices: list[int],
+    multiple: int,
+    max_side: int | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> list[tuple[str, Tensor, Tensor]]:
     """Whole held-out images (center-cropped to ``max_side`` if given, and to a multiple of
-    ``multiple``), with their conditions."""
+    ``multiple``), with their conditions. A file whose pixels cannot be read raises, or, given
+    ``skipped``, is listed there and left out."""
     out = []
     for k, i in enumerate(indices):
-        cond, target = source.load_raw(i)
+        try:
+            cond, target = source.load_raw(i)
+        except ImageError as e:
+            if skipped is None:
+                raise
+            skipped.append((source.items[i].target, str(e)))
+            continue
         _, h, w = target.shape
         h2, w2 = min(h, max_side or h), min(w, max_side or w)
         h2, w2 = h2 - h2 % multiple, w2 - w2 % multiple

@@ -77,6 +77,22 @@ def probe_image(path: str | Path) -> ImageInfo:
     return ImageInfo(path, int(h), int(w), int(c), depth)
 
 
+def probe_images(
+    paths: list[Path], skipped: list[tuple[Path, str]] | None = None
+) -> list[ImageInfo]:
+    """:func:`probe_image` for each file. A bad file raises :class:`ImageError`, or, when a
+    ``skipped`` list is given (batch jobs), is appended there as ``(path, reason)`` and left out."""
+    infos = []
+    for p in paths:
+        try:
+            infos.append(probe_image(p))
+        except ImageError as e:
+            if skipped is None:
+                raise
+            skipped.append((Path(p), str(e)))
+    return infos
+
+
 def read_image(path: str | Path, color: str | None = None) -> tuple[np.ndarray, int]:
     """Read ``(H, W, C)`` float32 in [0, 1] and the file's bit depth (8 or 16).
 

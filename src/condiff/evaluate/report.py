@@ -95,6 +95,7 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     out_dir: Path | None = None
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable input files
 
     def metric_names(self) -> list[str]:
         names: list[str] = []

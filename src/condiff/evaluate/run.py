@@ -37,6 +37,7 @@ def eval_items(
     max_side: int | None = None,
     limit: int | None = None,
     held_out: bool = True,
+    skipped: list[tuple[Path, str]] | None = None,
 ):
     """(items, baseline): a paired folder, clean images + the run's task, or the run's own
     held-out split (``held_out=False``: its training split instead, e.g. for calibration)."""
@@ -53,7 +54,7 @@ def eval_items(
             crop_size=cfg.data.crop_size,
             val_count=cfg.data.val_count,
         )
-        source = task_source(dc, bundled_dest=run_dir_of(pipe) / "data")
+        source = task_source(dc, bundled_dest=run_dir_of(pipe) / "data", skipped=skipped)
         indices = (
             list(range(len(source)))
             if images
@@ -63,7 +64,7 @@ def eval_items(
         indices = indices[:limit]
     mult = source.task.size_multiple() if source.task else 1
     items = []
-    for name, cond, target in full_images(source, indices, mult, max_side=max_side):
+    for name, cond, target in full_images(source, indices, mult, max_side, skipped):
         items.append(EvalItem(name, cond, target))
     if (source.target_channels, source.cond_channels) != (pipe.target_channels, pipe.cond_channels):
         raise ValueError(
@@ -108,6 +109,7 @@ def evaluate_run(
     graphs: bool | None = None,
     use_ema: bool = True,
     grids: bool = True,
+    strict: bool = False,
 ) -> Report:
     """Score a run's estimates and write a report folder (default ``RUN/eval``).
 
@@ -116,6 +118,8 @@ def evaluate_run(
     ``protocol="sr"``: the field's super-resolution protocol (:mod:`condiff.evaluate.sr`) on one
     or more folders of high-resolution test images (``images``; each folder a test set).
     ``estimate``: "mean", "sample" or "both"; ``num_samples=K > 1`` adds the mean of K samples.
+    Unreadable image files are listed in ``report.skipped`` (and report.md) and left out;
+    ``strict=True`` stops at the first instead.
     """
     if protocol not in ("default", "sr"):
         raise ValueError(f"unknown protocol {protocol!r}; expected 'default' or 'sr'")
@@ -140,6 +144,7 @@ def evaluate_run(
     if grid_sample not in methods:
         grid_sample = next((m for m in methods if m.estimate == "sample"), grid_sample)
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
+    skipped: list[tuple[Path, str]] | None = None if strict else []
     if protocol == "sr":
         task = pipe.cfg.data.task
         if task.name != "super_resolution" or not folders:
@@ -148,7 +153,7 @@ def evaluate_run(
                 f"of high-resolution test images (this run's task: {task.name})"
             )
         color = "gray" if pipe.target_channels == 1 else "rgb"
-        items = sr_items(folders, task.factor, color, limit=limit)
+        items = sr_items(folders, task.factor, color, limit=limit, skipped=skipped)
         with torch.inference_mode():
             report = evaluate(
                 pipe,
@@ -164,11 +169,16 @@ def evaluate_run(
                 grids=grids,
             )
         write_sr_report(report, task.factor)
-        return report
+        return _with_skipped(report, skipped)
     if len(folders) > 1:
         raise ValueError("--images takes one folder unless --protocol sr")
     items, baseline = eval_items(
-        pipe, data=data, images=folders[0] if folders else None, max_side=max_side, limit=limit
+        pipe,
+        data=data,
+        images=folders[0] if folders else None,
+        max_side=max_side,
+        limit=limit,
+        skipped=skipped,
     )
     with torch.inference_mode():
         report = evaluate(
@@ -183,4 +193,16 @@ def evaluate_run(
             grids=grids,
         )
     write_report(report, has_baseline=baseline is not None)
+    return _with_skipped(report, skipped)
+
+
+def _with_skipped(report: Report, skipped: list[tuple[Path, str]] | None) -> Report:
+    """Record the skipped files in the report and at the end of its report.md."""
+    if skipped:
+        report.skipped = skipped
+        assert report.out_dir is not None
+        md = report.out_dir / "report.md"
+        lines = ["", f"Skipped {len(skipped)} unreadable file(s):", ""]
+        lines += [f"- `{p}`: {why}" for p, why in skipped]
+        md.write_text(md.read_text() + "\n".join(lines) + "\n")
     return report

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from condiff.data.io import list_images, read_image, to_model
+from condiff.data.io import ImageError, list_images, read_image, to_model
 from condiff.data.tasks import SuperResolution, resize_bicubic
 from condiff.evaluate.report import EvalItem, Report, grid_caption, write_csvs
 
@@ -129,17 +129,28 @@ def _task_cfg(factor: int):
 
 
 def sr_items(
-    folders: list[str | Path], factor: int, color: str, limit: int | None = None
+    folders: list[str | Path],
+    factor: int,
+    color: str,
+    limit: int | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> list[EvalItem]:
     """Each folder a test set (named by the folder): every image mod-cropped to ``factor``,
-    downscaled and rounded to 8 bits, upscaled back as the condition."""
+    downscaled and rounded to 8 bits, upscaled back as the condition. An unreadable file raises
+    :class:`ImageError`, or, given ``skipped``, is listed there and left out."""
     task = SuperResolution(_task_cfg(factor))
     items = []
     for folder in folders:
         group = Path(folder).name
         paths = list_images(folder)
         for path in paths[:limit] if limit else paths:
-            hr, _ = read_image(path, color)
+            try:
+                hr, _ = read_image(path, color)
+            except ImageError as e:
+                if skipped is None:
+                    raise
+                skipped.append((path, str(e)))
+                continue
             h, w = hr.shape[0] - hr.shape[0] % factor, hr.shape[1] - hr.shape[1] % factor
             target = to_model(hr[:h, :w])
             low = task.downscale(target)

@@ -7,13 +7,14 @@ model, numpy and ONNX Runtime only: this module imports torch only for the torch
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from condiff.data.io import ImageError, list_images, probe_image, read_image
+from condiff.data.io import ImageError, list_images, probe_images, read_image
 from condiff.infer.outputs import write_samples
 
 if TYPE_CHECKING:
@@ -36,6 +37,22 @@ def resize_bicubic_np(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     )
 
 
+@dataclass
+class SampleReport:
+    """What ``condiff sample`` did: files written, images done, and the files it skipped."""
+
+    written: list[Path]
+    images: int
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{self.images} image(s) done, {len(self.written)} file(s) written"]
+        if self.skipped:
+            lines[0] += f"; {len(self.skipped)} skipped:"
+            lines += [f"  {p}: {why}" for p, why in self.skipped]
+        return "\n".join(lines)
+
+
 def sample_files(
     checkpoint: str | Path | None,
     input_path: str | Path,
@@ -56,8 +73,12 @@ def sample_files(
     graphs: bool | None = None,
     engine: str = "torch",
     onnx_model: str | Path | None = None,
-) -> list[Path]:
-    """Sample every image under ``input_path`` into ``output_dir``; returns the files written.
+    strict: bool = False,
+) -> SampleReport:
+    """Sample every image under ``input_path`` into ``output_dir``.
+
+    A file that cannot be read is reported in the result's ``skipped`` and the others are
+    written; ``strict=True`` raises :class:`ImageError` at the first bad file instead.
 
     ``estimate="sample"`` writes ``num_samples`` posterior samples per image (and their per-pixel
     mean and std when more than one); ``"mean"`` writes one posterior-mean image.
@@ -99,7 +120,9 @@ def sample_files(
             "images; use the Python API (condiff.load) for other layouts"
         )
     color = "gray" if cc == 1 else "rgb"
-    infos = {p: probe_image(p) for p in files}  # corrupt files fail here, by name
+    skipped: list[tuple[Path, str]] = []
+    # a bad file is an error (--strict) or is reported and skipped; the others are written
+    infos = {i.path: i for i in probe_images(files, None if strict else skipped)}
     by_size: dict[tuple[int, int], list[Path]] = {}
     for p, info in infos.items():
         by_size.setdefault((info.height, info.width), []).append(p)
@@ -112,25 +135,35 @@ def sample_files(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(files), desc="sample", unit="img")
+        bar = tqdm(total=len(infos), desc="sample", unit="img")
     written: list[Path] = []
+    done = 0
     for bi, batch in enumerate(batches):
-        conds = []
+        conds, good = [], []
         for p in batch:
-            c = read_image(p, color)[0].transpose(2, 0, 1) * 2 - 1  # (C, H, W) in [-1, 1]
+            try:  # a header can be fine and the pixels truncated
+                c = read_image(p, color)[0].transpose(2, 0, 1) * 2 - 1  # (C, H, W) in [-1, 1]
+            except ImageError as e:
+                if strict:
+                    raise
+                skipped.append((p, str(e)))
+                continue
             if upscale > 1:
                 c = np.clip(
                     resize_bicubic_np(c, (c.shape[1] * upscale, c.shape[2] * upscale)), -1, 1
                 )
             conds.append(c)
-        res = run(np.stack(conds).astype(np.float32), bi)
-        for p, samples in zip(batch, res, strict=True):
-            written += write_samples(out, p, samples, infos[p].bit_depth)
+            good.append(p)
+        if conds:
+            res = run(np.stack(conds).astype(np.float32), bi)
+            for p, samples in zip(good, res, strict=True):
+                written += write_samples(out, p, samples, infos[p].bit_depth)
+            done += len(good)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return written
+    return SampleReport(written, done, skipped)
 
 
 def _torch_engine(

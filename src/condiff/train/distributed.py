@@ -41,7 +41,10 @@ def init_distributed(device_pref: str = "auto") -> tuple[DistInfo, torch.device]
     else:
         device = torch.device(device_pref)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":  # binding the device also silences barrier()'s warning
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return DistInfo(rank, local, world), device
 
 

@@ -6,6 +6,7 @@ import contextlib
 import math
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,13 @@ def _loader_worker_init(_: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+# Known noise from torch internals that says nothing to a user of condiff train.
+QUIET = (
+    r"Profiler function .* will be ignored",  # dynamo tracing through record_function
+    r"barrier\(\): using the device under current context",
+)
+
+
 def fit(
     cfg: RunConfig,
     *,
@@ -183,6 +191,8 @@ def fit(
     """Train ``cfg``. ``resume``: None, "auto" (newest whole checkpoint in the run folder, if any),
     or a checkpoint path. ``stop_after``: leave (saving a checkpoint) after this many steps of this
     call, as an interruption would."""
+    for pattern in QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
     dist_info, device = init_distributed(cfg.train.device)
     tc = cfg.train
     run_dir = Path(tc.output_dir)
