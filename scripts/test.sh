@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/condiff ] || bash scripts/setup.sh test
+# The page test drives Debian's Chromium with Playwright (no browser download); install it where
+# we can (root with apt), else that one test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    >/dev/null 2>&1 || echo "could not install chromium: the browser test will skip"
+fi
 .venv/bin/ruff check src tests
 .venv/bin/ruff format --check src tests
 set +e

@@ -251,6 +251,20 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from condiff.bench import run_bench, run_cpu_deploy
 
+    if a.serve:
+        if not a.checkpoint:
+            raise ValueError("--serve needs --checkpoint RUN")
+        from condiff.serve.loadtest import format_rows, load_test
+
+        images = _load_test_images(a.images)
+        rows = load_test(a.checkpoint, images, requests=a.requests, clients=a.clients)
+        print(f"\ncondiff bench --serve: {a.checkpoint}, images {[str(p) for p in images]}")
+        print(format_rows(rows))
+        print(
+            "!=CLI: responses that differ from `condiff sample` for the same image and seed; "
+            "batch: mean requests per network batch (server metrics)."
+        )
+        return 0
     if a.cpu_deploy:
         if not a.checkpoint:
             raise ValueError("--cpu-deploy needs --checkpoint RUN (a trained model, for accuracy)")
@@ -282,6 +296,58 @@ def cmd_bench(a: argparse.Namespace) -> int:
         quick=a.quick,
     )
     return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    import os
+
+    from condiff.serve.engine import Limits, Translator
+
+    translator = Translator(
+        a.checkpoint,
+        engine=a.engine,
+        onnx_model=a.model,
+        device=a.device,
+        dtype=a.dtype,
+        limits=Limits(
+            max_steps=a.max_steps,
+            max_samples=a.max_samples,
+            max_upscale=a.max_upscale,
+            max_pixels=a.max_pixels,
+        ),
+    )
+    from condiff.serve.app import serve
+
+    token = a.token or os.environ.get("CONDIFF_TOKEN") or None
+    if a.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(f"warning: serving on {a.host} without a token (--token or CONDIFF_TOKEN)")
+    serve(
+        translator,
+        host=a.host,
+        port=a.port,
+        token=token,
+        max_batch=1 if a.no_batching else a.max_batch,
+        wait_ms=a.batch_wait_ms,
+        max_upload_mb=a.max_upload_mb,
+    )
+    return 0
+
+
+def _load_test_images(folder: str | None) -> list:
+    """The load test's uploads: a folder's images, or two bundled photographs cut to 64 px."""
+    import tempfile
+    from pathlib import Path
+
+    from condiff.data import export_bundled, list_images, read_image, write_image
+
+    if folder:
+        return list_images(folder)
+    tmp = Path(tempfile.mkdtemp(prefix="condiff-load-"))
+    out = []
+    for p in export_bundled(tmp / "all", "gray")[:2]:
+        x, _ = read_image(p)
+        out.append(write_image(tmp / p.name, x[:64, :64]))
+    return out
 
 
 def cmd_data(a: argparse.Namespace) -> int:
@@ -543,7 +609,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU deployment paths instead: eager/compiled fp32, compiled bf16, ONNX "
         "Runtime fp32 and int8, at batch 1 and 8, with accuracy (needs --checkpoint)",
     )
-    s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy")
+    s.add_argument(
+        "--serve",
+        action="store_true",
+        help="load-test `condiff serve` instead: --requests uploads from --clients concurrent "
+        "clients, micro-batching on and off, every response checked against `condiff sample` "
+        "(needs --checkpoint)",
+    )
+    s.add_argument("--requests", type=int, default=200, help="--serve: requests per mode")
+    s.add_argument("--clients", type=int, default=16, help="--serve: concurrent clients")
+    s.add_argument(
+        "--images", default=None, help="--serve: folder of upload images (default: 2 bundled)"
+    )
+    s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy / --serve")
     s.add_argument(
         "--batches", type=int, nargs="+", default=[1, 8], help="--cpu-deploy batch sizes"
     )
@@ -600,6 +678,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="write the int8 model even if the gate fails"
     )
     s.set_defaults(fn=cmd_quantize)
+
+    s = sub.add_parser(
+        "serve",
+        help="serve a trained model over HTTP: an API and a web page",
+        description="Load a model once and serve it: POST /v1/translate (multipart field "
+        "'image'; options estimate, sampler, steps, seed, num_samples, upscale, format as query "
+        "parameters or form fields), GET /v1/model, GET /healthz, GET /metrics (Prometheus), and "
+        "a page at /. Concurrent requests of the same shape and options are micro-batched. "
+        "Needs the serve extra: pip install 'condiff[serve]'. SIGTERM finishes the requests in "
+        "flight, then stops.",
+    )
+    s.add_argument("--checkpoint", default=None, help="run or checkpoint folder (torch engine)")
+    s.add_argument("--engine", choices=["torch", "onnxruntime"], default="torch")
+    s.add_argument("--model", default=None, help="ONNX model (onnxruntime engine)")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
+    )
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--token",
+        default=None,
+        help="bearer token every endpoint but /healthz requires (or env CONDIFF_TOKEN)",
+    )
+    s.add_argument("--device", default="auto", help="cuda, cpu or auto (torch engine)")
+    s.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None)
+    s.add_argument("--max-batch", type=int, default=8, help="requests per network batch")
+    s.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for company"
+    )
+    s.add_argument("--no-batching", action="store_true", help="one request per network batch")
+    s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (413)")
+    s.add_argument(
+        "--max-pixels",
+        type=int,
+        default=4096 * 4096,
+        help="largest image, after --upscale (413, checked before decoding)",
+    )
+    s.add_argument("--max-steps", type=int, default=200, help="largest steps option (422)")
+    s.add_argument("--max-samples", type=int, default=16, help="largest num_samples (422)")
+    s.add_argument("--max-upscale", type=int, default=8, help="largest upscale option (422)")
+    s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("data", help="write the bundled photographs to a folder")
     s.add_argument("--output", required=True)

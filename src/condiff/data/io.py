@@ -6,11 +6,12 @@ Arrays are ``(H, W, C)`` float32 in [0, 1] here; tensors for the network are ``(
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -23,6 +24,10 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 class ImageError(ValueError):
     """An image file cannot be used; the message names the file and what was expected."""
+
+
+class ImageTooLarge(ImageError):
+    """An image has more pixels than allowed (``probe_image(max_pixels=...)``)."""
 
 
 @dataclass(frozen=True)
@@ -45,36 +50,61 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in (".tif", ".tiff")
 
 
-def probe_image(path: str | Path) -> ImageInfo:
-    """Size, channels and bit depth from the file's header (cheap; raises ImageError by name)."""
-    path = Path(path)
+Source = str | Path | bytes  # a file, or an image file's bytes (an upload)
+
+
+def _source(src: Source) -> tuple[Any, bool, str]:
+    """(what Pillow / tifffile open, is it TIFF, the name errors use)."""
+    if isinstance(src, bytes):
+        tiff = src[:4] in (b"II*\x00", b"MM\x00*")
+        return io.BytesIO(src), tiff, "the uploaded image"
+    path = Path(src)
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
+    return path, _is_tiff(path), str(path)
+
+
+def probe_image(src: Source, max_pixels: int | None = None) -> ImageInfo:
+    """Size, channels and bit depth from the file's header (cheap; raises ImageError by name).
+
+    ``max_pixels``: refuse larger images before decoding them (decompression bombs).
+    """
+    f, tiff, name = _source(src)
     try:
-        if _is_tiff(path):
+        if tiff:
             import tifffile
 
-            with tifffile.TiffFile(path) as tif:
+            with tifffile.TiffFile(f) as tif:
                 page = tif.pages[0]
                 shape, dtype = page.shape, page.dtype
             h, w = shape[:2]
             c = 1 if len(shape) == 2 else shape[2]
             depth = 16 if dtype.itemsize >= 2 else 8
         else:
-            with Image.open(path) as im:
+            with Image.open(f) as im:
                 w, h = im.size
                 mode = im.mode
             c = {"L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3}.get(
                 mode
             )
             if c is None:
-                raise ImageError(f"{path}: unsupported image mode {mode!r} (expected gray or RGB)")
+                raise ImageError(f"{name}: unsupported image mode {mode!r} (expected gray or RGB)")
             depth = 16 if mode in ("I;16", "I;16B", "I") else 8
     except ImageError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own limit, before ours
+        raise ImageTooLarge(f"{name}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError, IndexError) as e:
-        raise ImageError(f"{path}: unreadable or corrupt image ({e})") from None
-    return ImageInfo(path, int(h), int(w), int(c), depth)
+        raise ImageError(f"{name}: unreadable or corrupt image ({e})") from None
+    if max_pixels is not None and h * w > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}"
+        )
+    if c not in (1, 2, 3, 4):  # gray, gray + alpha, RGB, RGBA
+        raise ImageError(f"{name}: {c} channels; expected a gray or RGB image (1 or 3)")
+    return ImageInfo(
+        Path(name) if not isinstance(src, bytes) else Path("upload"), int(h), int(w), int(c), depth
+    )
 
 
 def probe_images(
@@ -93,25 +123,26 @@ def probe_images(
     return infos
 
 
-def read_image(path: str | Path, color: str | None = None) -> tuple[np.ndarray, int]:
+def read_image(src: Source, color: str | None = None) -> tuple[np.ndarray, int]:
     """Read ``(H, W, C)`` float32 in [0, 1] and the file's bit depth (8 or 16).
 
-    ``color``: "gray" or "rgb" converts; None keeps the file's channels (gray 1, RGB 3; alpha dropped).
+    ``src``: a path, or an image file's bytes. ``color``: "gray" or "rgb" converts; None keeps
+    the file's channels (gray 1, RGB 3; alpha dropped).
     """
-    path = Path(path)
+    f, tiff, name = _source(src)
     try:
-        if _is_tiff(path):
+        if tiff:
             import tifffile
 
-            arr = tifffile.imread(path)
+            arr = tifffile.imread(f)
         else:
-            with Image.open(path) as im:
+            with Image.open(f) as im:
                 im.load()
                 if im.mode in ("P", "RGBA", "LA", "CMYK", "YCbCr"):
                     im = im.convert("RGB" if im.mode != "LA" else "L")
                 arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"{path}: unreadable or corrupt image ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: unreadable or corrupt image ({e})") from None
     if arr.dtype == np.uint8:
         x, depth = arr.astype(np.float32) / 255.0, 8
     elif arr.dtype in (np.uint16, np.int32, np.uint32):
@@ -121,11 +152,11 @@ def read_image(path: str | Path, color: str | None = None) -> tuple[np.ndarray, 
     elif arr.dtype == bool:
         x, depth = arr.astype(np.float32), 8
     else:
-        raise ImageError(f"{path}: unsupported pixel type {arr.dtype}")
+        raise ImageError(f"{name}: unsupported pixel type {arr.dtype}")
     if x.ndim == 2:
         x = x[:, :, None]
     if x.ndim != 3 or x.shape[2] not in (1, 2, 3, 4):
-        raise ImageError(f"{path}: expected a gray or RGB image, got array shape {arr.shape}")
+        raise ImageError(f"{name}: expected a gray or RGB image, got array shape {arr.shape}")
     if x.shape[2] == 2:  # gray + alpha
         x = x[:, :, :1]
     if x.shape[2] == 4:  # RGBA
@@ -149,25 +180,40 @@ def from_model(x: Tensor) -> np.ndarray:
     return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
+def encode_image(x: np.ndarray, bit_depth: int = 8, fmt: str = "PNG") -> bytes:
+    """(H, W, C) in [0, 1] -> file bytes: 8-bit PNG/JPEG/BMP, 16-bit PNG for gray, TIFF."""
+    x = np.clip(x, 0, 1)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    buf = io.BytesIO()
+    if fmt == "TIFF":
+        import tifffile
+
+        dtype, scale = (np.uint16, 65535) if bit_depth == 16 else (np.uint8, 255)
+        tifffile.imwrite(buf, np.round(x * scale).astype(dtype))
+    elif bit_depth == 16 and x.ndim == 2 and fmt == "PNG":
+        Image.fromarray(np.round(x * 65535).astype(np.uint16)).save(buf, format="PNG")
+    else:
+        Image.fromarray(np.round(x * 255).astype(np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def format_of(path: str | Path) -> str:
+    """The file format a suffix asks for (PNG unless JPEG, BMP or TIFF)."""
+    ext = Path(path).suffix.lower()
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
+        ext, "PNG"
+    )
+
+
 def write_image(path: str | Path, x: np.ndarray, bit_depth: int = 8) -> Path:
     """Write (H, W, C) in [0, 1]: 8-bit PNG/JPEG, or 16-bit TIFF (or PNG for gray). Atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = np.clip(x, 0, 1)
-    if x.ndim == 3 and x.shape[2] == 1:
-        x = x[:, :, 0]
+    data = encode_image(x, bit_depth, format_of(path))
     tmp = Path(tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)[1])
     try:
-        if _is_tiff(path):
-            import tifffile
-
-            dtype, scale = (np.uint16, 65535) if bit_depth == 16 else (np.uint8, 255)
-            tifffile.imwrite(tmp, np.round(x * scale).astype(dtype))
-        elif bit_depth == 16 and x.ndim == 2:
-            Image.fromarray(np.round(x * 65535).astype(np.uint16)).save(tmp, format="PNG")
-        else:
-            fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}.get(path.suffix.lower(), "PNG")
-            Image.fromarray(np.round(x * 255).astype(np.uint8)).save(tmp, format=fmt)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -95,6 +95,7 @@ class Pipeline:
         generator: torch.Generator | None = None,
         overlap: int | None = None,
         progress: bool = False,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """``cond`` ``(B, C_cond, H, W)`` in [-1, 1], any H and W -> estimates in [-1, 1].
 
@@ -103,7 +104,8 @@ class Pipeline:
         (the minimum-MSE choice), ``(B, C, H, W)``: one network call, or the average of
         ``num_samples`` samples (see :func:`condiff.diffusion.samplers.estimate_plan`). Inputs
         larger than the training window run as overlapping tiles (``overlap`` defaults to
-        window / 4).
+        window / 4). ``noise``: the starting noise ``(B*K, C, H', W')`` at the padded size,
+        instead of drawing it from ``generator`` (the server draws it per request).
         """
         cond = batched_condition(cond, self.cond_channels)
         sc = self.cfg.sample
@@ -121,9 +123,13 @@ class Pipeline:
             self.net, self.window, overlap, max_batch=64 if self.device.type == "cuda" else 16
         )
         cond_k = padded.repeat_interleave(num_samples, dim=0)  # (B*K, C, H', W')
-        x_T = randn(
-            (b * num_samples, self.target_channels, *padded.shape[-2:]), generator, self.device
-        )
+        shape = (b * num_samples, self.target_channels, *padded.shape[-2:])
+        if noise is None:
+            x_T = randn(shape, generator, self.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
+        else:
+            x_T = noise.to(self.device, torch.float32)
         key = None
         if (
             self.graphs

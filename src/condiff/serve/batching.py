@@ -1,0 +1,108 @@
+"""Micro-batching: concurrent requests of the same shape and options share network calls.
+
+One worker task takes the first waiting job, then gathers jobs with the same key for up to
+``wait_s`` or until ``max_batch``, and runs them as one batch on a single worker thread (one
+pipeline, one batch at a time). Jobs with other keys wait for the next round, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+Item = tuple[Any, asyncio.Future]  # (job, the future its request awaits)
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], list[Any]],
+        *,
+        max_batch: int = 8,
+        wait_s: float = 0.005,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.run_batch, self.max_batch, self.wait_s = run_batch, max(1, max_batch), wait_s
+        self.on_batch = on_batch  # (batch size, seconds) after each batch, for metrics
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.pending: collections.deque[Item] = collections.deque()
+        self.running = 0  # jobs in the batch being computed
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="condiff-batch")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting or running."""
+        return self.queue.qsize() + len(self.pending) + self.running
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.executor.shutdown(wait=True)
+
+    async def submit(self, job: Any) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((job, fut))
+        return await fut
+
+    async def _next(self, timeout: float | None) -> Item | None:
+        if self.pending:
+            return self.pending.popleft()
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._next(None)
+            assert first is not None
+            batch = [first]
+            key = first[0].key
+            # jobs already waiting with the same key join at once; then wait a little for more
+            for item in list(self.pending):
+                if len(batch) < self.max_batch and item[0].key == key:
+                    self.pending.remove(item)
+                    batch.append(item)
+            deadline = loop.time() + self.wait_s
+            while len(batch) < self.max_batch:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), left)
+                except TimeoutError:
+                    break
+                (batch if item[0].key == key else self.pending).append(item)
+            batch = [it for it in batch if not it[1].cancelled()]  # clients that went away
+            if not batch:
+                continue
+            self.running = len(batch)
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(
+                    self.executor, self.run_batch, [job for job, _ in batch]
+                )
+            except Exception as e:  # the batch's requests all get the error
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+            else:
+                for (_, fut), res in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+            finally:
+                self.running = 0
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - t0)

@@ -1,0 +1,262 @@
+"""What the server runs: request options, an uploaded image made into a job, and a batch of jobs
+through one pipeline (torch or ONNX Runtime), with each job's noise drawn from its own seed so a
+response does not depend on which requests it was batched with, and equals ``condiff sample``'s
+output for the same image, options and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from condiff.data.io import encode_image, probe_image, read_image
+from condiff.diffusion.samplers import SAMPLERS
+from condiff.infer.graphs import DETERMINISTIC
+from condiff.infer.outputs import STD_SCALE
+from condiff.infer.run import resize_bicubic_np
+
+ESTIMATES = ("sample", "mean", "all")  # all: baseline, mean, samples and their std (the page)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; beyond these it is refused (422 / 413)."""
+
+    max_steps: int = 200
+    max_samples: int = 16
+    max_upscale: int = 8
+    max_pixels: int = 4096 * 4096  # after upscaling; larger uploads are refused before decoding
+
+
+@dataclass(frozen=True)
+class Options:
+    estimate: str = "sample"
+    sampler: str = "dpmpp_2m"
+    steps: int = 20
+    seed: int = 0
+    num_samples: int = 1
+    upscale: int = 1
+    # image: the estimate as `condiff sample` writes it (PNG; 16-bit TIFF for 16-bit input);
+    # json: every output as base64 PNG
+    format: str = "image"
+
+
+class OptionError(ValueError):
+    """A request option is missing its mark; the message names the option."""
+
+
+def _int(raw: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        v = int(str(value))
+    except ValueError:
+        raise OptionError(f"{name} must be an integer, got {value!r}") from None
+    if not lo <= v <= hi:
+        raise OptionError(f"{name} must be in {lo}..{hi}, got {v}")
+    return v
+
+
+def _choice(raw: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = raw.get(name) or default
+    if value not in choices:
+        raise OptionError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def parse_options(raw: dict[str, str], defaults: Options, limits: Limits) -> Options:
+    """Options from query parameters and form fields (strings), checked against ``limits``."""
+    known = {f for f in Options.__dataclass_fields__}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise OptionError(f"unknown option(s) {unknown}; known: {sorted(known)}")
+    return Options(
+        estimate=_choice(raw, "estimate", defaults.estimate, ESTIMATES),
+        sampler=_choice(raw, "sampler", defaults.sampler, tuple(sorted(SAMPLERS))),
+        steps=_int(raw, "steps", defaults.steps, 1, limits.max_steps),
+        seed=_int(raw, "seed", defaults.seed, 0, 2**63 - 1),
+        num_samples=_int(raw, "num_samples", defaults.num_samples, 1, limits.max_samples),
+        upscale=_int(raw, "upscale", defaults.upscale, 1, limits.max_upscale),
+        format=_choice(raw, "format", defaults.format, ("image", "json")),
+    )
+
+
+@dataclass
+class Job:
+    cond: np.ndarray  # (C, H, W) in [-1, 1]
+    bit_depth: int
+    opts: Options
+    batchable: bool  # deterministic sampler: may share a network call with other jobs
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with equal keys can run as one batch."""
+        o = self.opts
+        shape = self.cond.shape
+        base = (shape, o.estimate, o.sampler, o.steps, o.num_samples)
+        return base if self.batchable else (*base, id(self))
+
+
+@dataclass
+class Result:
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> (H, W, C) [0, 1]
+    bit_depth: int = 8
+    nfe: int = 0
+
+    def main(self) -> np.ndarray:
+        """The image the PNG response carries: the mean, or the first sample."""
+        return (self.outputs.get("mean") or self.outputs["sample"])[0]
+
+    def file(self) -> tuple[bytes, str]:
+        """The main image as `condiff sample` writes it: PNG, or 16-bit TIFF for 16-bit input."""
+        if self.bit_depth == 16:
+            return encode_image(self.main(), 16, "TIFF"), "image/tiff"
+        return encode_image(self.main(), 8, "PNG"), "image/png"
+
+    def pngs(self) -> dict[str, list[bytes]]:
+        """Every output as PNG a browser shows (16-bit gray stays 16-bit; std maps 8-bit)."""
+        depth = {k: (8 if k == "std" else self.bit_depth) for k in self.outputs}
+        return {
+            k: [encode_image(x, depth[k] if x.shape[2] == 1 else 8, "PNG") for x in v]
+            for k, v in self.outputs.items()
+        }
+
+
+class Translator:
+    """A loaded model behind the server: ``prepare`` checks an upload, ``run`` does a batch."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        engine: str = "torch",
+        onnx_model: str | Path | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.engine = engine
+        self.limits = limits or Limits()
+        if engine == "onnxruntime":
+            if onnx_model is None:
+                raise ValueError("--engine onnxruntime needs --model FILE.onnx")
+            from condiff.export.runtime import OrtPipeline
+
+            self.pipe: Any = OrtPipeline(onnx_model)
+            self.torch = False
+        elif engine == "torch":
+            if checkpoint is None:
+                raise ValueError("--checkpoint is required with the torch engine")
+            from condiff.infer.pipeline import load, resolve_device
+            from condiff.infer.run import default_dtype
+
+            dev = resolve_device(device)
+            self.pipe = load(checkpoint, device=dev, dtype=dtype or default_dtype(dev))
+            self.torch = True
+        else:
+            raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
+        self.cfg = self.pipe.cfg
+        self.cond_channels = self.pipe.cond_channels
+        self.target_channels = self.pipe.target_channels
+        if self.cond_channels not in (1, 3):
+            raise ValueError(
+                f"this model's condition has {self.cond_channels} channels; the server reads "
+                "gray (1) or RGB (3) images"
+            )
+        self.color = "gray" if self.cond_channels == 1 else "rgb"
+        sc = self.cfg.sample
+        self.defaults = Options(sampler=sc.sampler, steps=min(sc.steps, self.limits.max_steps))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "cond_channels": self.cond_channels,
+            "target_channels": self.target_channels,
+            "color": self.color,
+            "size_multiple": self.pipe.size_multiple,
+            "window": self.pipe.window,
+            "defaults": self.defaults.__dict__,
+            "limits": self.limits.__dict__,
+            "config": self.cfg.to_dict(),
+        }
+
+    def prepare(self, data: bytes, opts: Options) -> Job:
+        """Check and decode an upload (ImageTooLarge / ImageError name the problem)."""
+        lim = self.limits
+        probe_image(data, max_pixels=lim.max_pixels // (opts.upscale * opts.upscale))
+        x, depth = read_image(data, self.color)
+        c = x.transpose(2, 0, 1) * 2 - 1  # (C, H, W) in [-1, 1]
+        if opts.upscale > 1:
+            size = (c.shape[1] * opts.upscale, c.shape[2] * opts.upscale)
+            c = np.clip(resize_bicubic_np(c, size), -1, 1)
+        eta_free = opts.sampler != "ddim" or self.cfg.sample.eta == 0
+        batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
+        return Job(c.astype(np.float32), depth, opts, batchable)
+
+    def _noise(self, n: int, shape: tuple[int, ...], seed: int):
+        """The starting noise ``condiff sample --seed`` draws for one image: (n, C, H', W')."""
+        if not self.torch:
+            return np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)
+        import torch
+
+        from condiff.diffusion.sampling import randn
+
+        dev = self.pipe.device
+        return randn((n, *shape), torch.Generator(dev).manual_seed(seed), dev)
+
+    def _call(self, conds: np.ndarray, noise: list, **opts: Any) -> np.ndarray:
+        if not self.torch:
+            return self.pipe(conds, noise=np.concatenate(noise), **opts)
+        import torch
+
+        with torch.inference_mode():
+            out = self.pipe(torch.from_numpy(conds), noise=torch.cat(noise), **opts)
+        return out.float().cpu().numpy()
+
+    def run(self, jobs: list[Job]) -> list[Result]:
+        """One batch of jobs with equal keys (or a single job)."""
+        from condiff.diffusion.samplers import network_calls
+
+        o = jobs[0].opts
+        conds = np.stack([j.cond for j in jobs])  # (B, C, H, W)
+        m = self.pipe.size_multiple
+        shape = (self.target_channels, *(-(-s // m) * m for s in conds.shape[-2:]))
+        results = [Result(bit_depth=j.bit_depth) for j in jobs]
+
+        def put(name: str, arr: np.ndarray) -> None:
+            """``arr`` (B, [K,] C, H, W) in [0, 1] -> each result's list of (H, W, C)."""
+            for r, a in zip(results, np.clip(arr, 0, 1), strict=True):
+                r.outputs[name] = [x.transpose(1, 2, 0) for x in (a if a.ndim == 4 else a[None])]
+
+        def sample(k: int, estimate: str) -> np.ndarray:
+            noise = [self._noise(k, shape, j.opts.seed) for j in jobs]
+            out = self._call(
+                conds, noise, estimate=estimate, sampler=o.sampler, steps=o.steps, num_samples=k
+            )
+            return (out + 1) / 2  # (B, [K,] C, H, W) in [0, 1]
+
+        calls = 0
+        if o.estimate == "mean" and o.num_samples > 1:  # the average of K samples
+            put("mean", sample(o.num_samples, "sample").mean(1))
+            calls += o.num_samples * network_calls(o.sampler, o.steps)
+        elif o.estimate in ("mean", "all"):  # one network call
+            put("mean", sample(1, "mean"))
+            calls += 1
+        if o.estimate in ("sample", "all"):
+            k = o.num_samples if o.estimate == "sample" else max(o.num_samples, 2)
+            smp = sample(k, "sample")
+            put("sample", smp)
+            if k > 1:
+                put("std", smp.std(1) * STD_SCALE)
+            calls += k * network_calls(o.sampler, o.steps)
+        if o.estimate == "all":
+            tc = self.target_channels
+            base = conds[:, :tc] if conds.shape[1] >= tc else np.repeat(conds[:, :1], tc, axis=1)
+            put("baseline", (base + 1) / 2)
+        for r in results:
+            r.nfe = calls
+        return results

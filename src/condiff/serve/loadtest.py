@@ -1,0 +1,205 @@
+"""A bounded load test of ``condiff serve`` (``condiff bench --serve``).
+
+Starts the server as a real process on a free localhost port, once with micro-batching and once
+without, fires ``requests`` uploads from ``clients`` concurrent clients, and checks that every
+response arrived (no error, nothing lost) and equals ``condiff sample``'s output for the same
+image and seed. Prints p50 / p99 latency and throughput side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(args: list[str], *, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """``condiff serve ARGS --port P`` in its own process; returns it once /healthz answers."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condiff.cli", "serve", *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"condiff serve exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("condiff serve did not answer /healthz in time")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+    """SIGTERM (requests in flight finish), then the exit status and what it printed."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, out or ""
+
+
+def cli_outputs(checkpoint: str, cases: list[tuple[Path, int]], options: list[str]) -> dict:
+    """``condiff sample`` of each (image, seed): the reference every response must equal."""
+    from PIL import Image
+
+    ref = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (img, seed) in enumerate(cases):
+            out = Path(tmp) / str(k)
+            subprocess.run(
+                [sys.executable, "-m", "condiff.cli", "sample", "--checkpoint", checkpoint,
+                 "--input", str(img), "--output", str(out), "--seed", str(seed),
+                 "--no-progress", *options],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            ref[(img, seed)] = np.asarray(Image.open(out / f"{img.stem}.png"))
+    return ref
+
+
+@dataclass
+class LoadResult:
+    mode: str
+    requests: int
+    clients: int
+    errors: int
+    mismatches: int
+    p50_ms: float
+    p99_ms: float
+    per_s: float
+    mean_batch: float
+
+
+async def _fire(
+    url: str, jobs: list[tuple[Path, int]], clients: int, fields: dict, token: str | None
+) -> tuple[list[tuple[int, bytes, float]], float]:
+    import httpx
+
+    sem = asyncio.Semaphore(clients)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = {p: p.read_bytes() for p in {p for p, _ in jobs}}
+
+    async with httpx.AsyncClient(timeout=600, headers=headers) as client:
+
+        async def one(img: Path, seed: int):
+            async with sem:
+                t0 = time.perf_counter()
+                r = await client.post(
+                    f"{url}/v1/translate",
+                    files={"image": (img.name, data[img], "image/png")},
+                    data={**fields, "seed": str(seed)},
+                )
+                return r.status_code, r.content, time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(one(p, s) for p, s in jobs))
+        return res, time.perf_counter() - t0
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def _mean_batch(metrics_text: str) -> float:
+    vals = {}
+    for line in metrics_text.splitlines():
+        for key in ("condiff_batch_size_sum", "condiff_batch_size_count"):
+            if line.startswith(key + " "):
+                vals[key] = float(line.split()[1])
+    count = vals.get("condiff_batch_size_count", 0.0)
+    return vals.get("condiff_batch_size_sum", 0.0) / count if count else float("nan")
+
+
+def load_test(
+    checkpoint: str,
+    images: list[Path],
+    *,
+    requests: int = 200,
+    clients: int = 16,
+    seeds: tuple[int, ...] = (0, 1, 2, 3),
+    options: dict | None = None,
+    modes: tuple[str, ...] = ("batching", "no batching"),
+    server_args: list[str] | None = None,
+) -> list[LoadResult]:
+    """Run the load test in each mode; every response is compared with the CLI's output."""
+    import httpx
+
+    fields = {"estimate": "sample", **(options or {})}
+    cli_opts = [f"--{k.replace('_', '-')}={v}" for k, v in fields.items()]
+    cases = [(img, s) for img in images for s in seeds]
+    ref = cli_outputs(checkpoint, cases, cli_opts)
+    jobs = [cases[i % len(cases)] for i in range(requests)]
+    token = os.environ.get("CONDIFF_TOKEN")
+    rows = []
+    for mode in modes:
+        extra = ["--no-batching"] if mode == "no batching" else []
+        proc, url = start_server(["--checkpoint", checkpoint, *extra, *(server_args or [])])
+        try:
+            res, wall = asyncio.run(_fire(url, jobs, clients, fields, token))
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            metrics = httpx.get(f"{url}/metrics", headers=auth).text
+        finally:
+            stop_server(proc)
+        lat = np.array([r[2] for r in res]) * 1000
+        errors = sum(r[0] != 200 for r in res)
+        mism = sum(
+            r[0] == 200 and not np.array_equal(_pixels(r[1]), ref[j])
+            for r, j in zip(res, jobs, strict=True)
+        )
+        rows.append(
+            LoadResult(
+                mode,
+                requests,
+                clients,
+                errors,
+                int(mism),
+                float(np.percentile(lat, 50)),
+                float(np.percentile(lat, 99)),
+                requests / wall,
+                _mean_batch(metrics),
+            )
+        )
+    return rows
+
+
+def format_rows(rows: list[LoadResult]) -> str:
+    hdr = (
+        f"{'mode':<13}{'requests':>9}{'clients':>8}{'errors':>7}{'!=CLI':>7}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'req/s':>8}{'batch':>7}"
+    )
+    lines = [hdr, "-" * len(hdr)]
+    for r in rows:
+        lines.append(
+            f"{r.mode:<13}{r.requests:>9}{r.clients:>8}{r.errors:>7}{r.mismatches:>7}"
+            f"{r.p50_ms:>9.0f}{r.p99_ms:>9.0f}{r.per_s:>8.2f}{r.mean_batch:>7.2f}"
+        )
+    return "\n".join(lines)
