@@ -16,6 +16,7 @@ from condiff.evaluate.report import (
     Report,
     default_methods,
     evaluate,
+    generic_score,
     write_report,
 )
 from condiff.evaluate.sr import bicubic_baseline, sr_items, sr_score, write_sr_report
@@ -154,32 +155,27 @@ def evaluate_run(
             )
         color = "gray" if pipe.target_channels == 1 else "rgb"
         items = sr_items(folders, task.factor, color, limit=limit, skipped=skipped)
-        with torch.inference_mode():
-            report = evaluate(
-                pipe,
-                items,
-                methods=methods,
-                baseline=bicubic_baseline,
-                out_dir=out,
-                seed=seed,
-                progress=progress,
-                grid_sample=grid_sample,
-                score=sr_score(task.factor),
-                quantize=True,
-                grids=grids,
-            )
-        write_sr_report(report, task.factor)
-        return _with_skipped(report, skipped)
-    if len(folders) > 1:
-        raise ValueError("--images takes one folder unless --protocol sr")
-    items, baseline = eval_items(
-        pipe,
-        data=data,
-        images=folders[0] if folders else None,
-        max_side=max_side,
-        limit=limit,
-        skipped=skipped,
-    )
+        baseline, score, quantize = bicubic_baseline, sr_score(task.factor), True
+
+        def write(report: Report) -> None:
+            write_sr_report(report, task.factor)
+
+    else:
+        if len(folders) > 1:
+            raise ValueError("--images takes one folder unless --protocol sr")
+        items, baseline = eval_items(
+            pipe,
+            data=data,
+            images=folders[0] if folders else None,
+            max_side=max_side,
+            limit=limit,
+            skipped=skipped,
+        )
+        score, quantize = generic_score, False
+
+        def write(report: Report) -> None:
+            write_report(report, has_baseline=baseline is not None)
+
     with torch.inference_mode():
         report = evaluate(
             pipe,
@@ -190,9 +186,11 @@ def evaluate_run(
             seed=seed,
             progress=progress,
             grid_sample=grid_sample,
+            score=score,
+            quantize=quantize,
             grids=grids,
         )
-    write_report(report, has_baseline=baseline is not None)
+    write(report)
     return _with_skipped(report, skipped)
 
 
