@@ -254,9 +254,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
     if a.serve:
         if not a.checkpoint:
             raise ValueError("--serve needs --checkpoint RUN")
-        from condiff.serve.loadtest import format_rows, load_test
+        from condiff.serve.loadtest import default_images, format_rows, load_test
 
-        images = _load_test_images(a.images)
+        images = default_images(a.images)
         rows = load_test(a.checkpoint, images, requests=a.requests, clients=a.clients)
         print(f"\ncondiff bench --serve: {a.checkpoint}, images {[str(p) for p in images]}")
         print(format_rows(rows))
@@ -331,23 +331,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
         max_upload_mb=a.max_upload_mb,
     )
     return 0
-
-
-def _load_test_images(folder: str | None) -> list:
-    """The load test's uploads: a folder's images, or two bundled photographs cut to 64 px."""
-    import tempfile
-    from pathlib import Path
-
-    from condiff.data import export_bundled, list_images, read_image, write_image
-
-    if folder:
-        return list_images(folder)
-    tmp = Path(tempfile.mkdtemp(prefix="condiff-load-"))
-    out = []
-    for p in export_bundled(tmp / "all", "gray")[:2]:
-        x, _ = read_image(p)
-        out.append(write_image(tmp / p.name, x[:64, :64]))
-    return out
 
 
 def cmd_data(a: argparse.Namespace) -> int:

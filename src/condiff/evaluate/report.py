@@ -22,8 +22,7 @@ from torch import Tensor
 from condiff.data.io import from_model, write_image
 from condiff.diffusion import network_calls
 from condiff.evaluate.metrics import all_metrics
-
-STD_SCALE = 4.0  # grids show 4 x std (std 0.25 of the [0, 1] range -> white)
+from condiff.infer.outputs import STD_SCALE  # std maps show 4 x std, as `condiff sample` writes
 
 
 @dataclass
@@ -354,7 +353,8 @@ def plot_quality_vs_steps(means: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _order(m: dict) -> tuple:
+def method_order(m: dict) -> tuple:
+    """Sort key for report rows: baseline, then means, then samples, cheapest first."""
     rank = {"baseline": 0, "mean": 1, "sample": 2}[str(m["estimate"])]
     return (rank, m["nfe"], m["method"])
 
@@ -366,7 +366,7 @@ def summary_markdown(means: list[dict], caption: str) -> str:
         "| method | NFE | images | PSNR (dB) | SSIM | MAE | s / image |",
         "|---|---|---|---|---|---|---|",
     ]
-    for m in sorted(means, key=_order):
+    for m in sorted(means, key=method_order):
         lines.append(
             f"| {m['method']} | {m['nfe'] or '-'} | {m['images']} | {m['psnr']:.2f} | "
             f"{m['ssim']:.4f} | {m['mae']:.4f} | {m['seconds_per_image']:.3f} |"

@@ -24,7 +24,7 @@ from skimage.metrics import structural_similarity
 
 from condiff.data.io import ImageError, list_images, read_image, to_model
 from condiff.data.tasks import SuperResolution, resize_bicubic
-from condiff.evaluate.report import EvalItem, Report, grid_caption, write_csvs
+from condiff.evaluate.report import EvalItem, Report, grid_caption, method_order, write_csvs
 
 # Published 4x figures (Y, border = 4), PSNR / SSIM, as the papers print them: bicubic, SRCNN
 # and VDSR from VDSR (Kim et al., CVPR 2016, table 3), EDSR from Lim et al., CVPRW 2017, table 3.
@@ -174,11 +174,6 @@ def _groups(means: list[dict]) -> list[str]:
     return out
 
 
-def _order(m: dict) -> tuple:
-    rank = {"baseline": 0, "mean": 1, "sample": 2}[str(m["estimate"])]
-    return (rank, m["nfe"], m["method"])
-
-
 def _label(m: dict) -> str:
     return "bicubic (ours)" if m["estimate"] == "baseline" else str(m["method"])
 
@@ -186,7 +181,7 @@ def _label(m: dict) -> str:
 def sr_markdown(means: list[dict], factor: int, caption: str, colour: bool) -> str:
     sets = _groups(means)
     methods: dict[str, dict[str, dict]] = {}
-    for m in sorted(means, key=_order):
+    for m in sorted(means, key=method_order):
         methods.setdefault(_label(m), {})[str(m["group"])] = m
     published = PUBLISHED.get(factor, {})
     head = "| method | NFE | " + " | ".join(sets) + " |"
@@ -272,7 +267,7 @@ def plot_sr(means: list[dict], factor: int, path: Path) -> None:
 
     sets = _groups(means)
     labels: list[str] = []
-    for m in sorted(means, key=_order):
+    for m in sorted(means, key=method_order):
         if _label(m) not in labels:
             labels.append(_label(m))
     fig, ax = plt.subplots(figsize=(5.0 + 2.2 * len(sets), 4.2))

@@ -66,6 +66,20 @@ def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str
     return proc.returncode, out or ""
 
 
+def default_images(folder: str | None) -> list[Path]:
+    """The load test's uploads: a folder's images, or two bundled photographs cut to 64 px."""
+    from condiff.data import export_bundled, list_images, read_image, write_image
+
+    if folder:
+        return list_images(folder)
+    tmp = Path(tempfile.mkdtemp(prefix="condiff-load-"))
+    out = []
+    for p in export_bundled(tmp / "all", "gray")[:2]:
+        x, _ = read_image(p)
+        out.append(write_image(tmp / p.name, x[:64, :64]))
+    return out
+
+
 def cli_outputs(checkpoint: str, cases: list[tuple[Path, int]], options: list[str]) -> dict:
     """``condiff sample`` of each (image, seed): the reference every response must equal."""
     from PIL import Image
