@@ -191,7 +191,11 @@ def bench_variant(
         model = model.to(device)
         fmt = torch.channels_last if var.cl else torch.contiguous_format
         model = model.to(memory_format=fmt)
-        net: nn.Module = torch.compile(model) if var.compile else model
+        if var.compile:
+            # One static graph per shape (train b, 1, sample b): a fresh start per row, and no
+            # automatic dynamic-shape recompile (minutes per row on an H200, the --quick budget)
+            torch._dynamo.reset()
+        net: nn.Module = torch.compile(model, dynamic=False) if var.compile else model
         cin, cout = kw["in_img_channels"], kw["out_img_channels"]
         ac = (
             torch.autocast(device.type, dtype=var.dtype)

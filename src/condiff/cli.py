@@ -257,12 +257,24 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from condiff.serve.loadtest import default_images, format_rows, load_test
 
         images = default_images(a.images)
-        rows = load_test(a.checkpoint, images, requests=a.requests, clients=a.clients)
+        opts = {"upscale": a.upscale} if a.upscale > 1 else None
+        speed = ["--no-compile"] if a.no_compile else []  # servers and `condiff sample` alike
+        rows = load_test(
+            a.checkpoint,
+            images,
+            requests=a.requests,
+            clients=a.clients,
+            options=opts,
+            server_args=speed,
+            cli_args=speed,
+            warmup=a.warmup,
+        )
         print(f"\ncondiff bench --serve: {a.checkpoint}, images {[str(p) for p in images]}")
         print(format_rows(rows))
         print(
-            "!=CLI: responses that differ from `condiff sample` for the same image and seed; "
-            "batch: mean requests per network batch (server metrics)."
+            "!=CLI: responses (warm-up included) that differ from `condiff sample` for the same "
+            "image and seed; max|d|: the largest difference, in 8-bit levels; batch: mean "
+            "requests per network batch (server metrics); warm-up: untimed requests sent first."
         )
         return 0
     if a.cpu_deploy:
@@ -309,6 +321,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         onnx_model=a.model,
         device=a.device,
         dtype=a.dtype,
+        **_speed(a),
         limits=Limits(
             max_steps=a.max_steps,
             max_samples=a.max_samples,
@@ -565,7 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-diffusers", action="store_true", help="skip the diffusers UNet2DModel rows"
     )
-    s.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    s.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="skip the torch.compile rows (--serve: servers and `condiff sample` not compiled)",
+    )
     s.add_argument(
         "--only",
         nargs="+",
@@ -601,6 +618,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--requests", type=int, default=200, help="--serve: requests per mode")
     s.add_argument("--clients", type=int, default=16, help="--serve: concurrent clients")
+    s.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="--serve: untimed requests before the timed ones (default: 2 x --clients)",
+    )
+    s.add_argument(
+        "--upscale",
+        type=int,
+        default=1,
+        help="--serve: each request's upscale option (4 for a 4x super-resolution model fed "
+        "low-resolution uploads)",
+    )
     s.add_argument(
         "--images", default=None, help="--serve: folder of upload images (default: 2 bundled)"
     )
@@ -703,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, default=200, help="largest steps option (422)")
     s.add_argument("--max-samples", type=int, default=16, help="largest num_samples (422)")
     s.add_argument("--max-upscale", type=int, default=8, help="largest upscale option (422)")
+    _add_speed(s)
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("data", help="write the bundled photographs to a folder")

@@ -135,10 +135,32 @@ def test_concurrent_requests_are_micro_batched_and_equal_the_cli(tiny_run, image
         seeds=(0, 1),
         options={"steps": 2},
         modes=("batching",),
+        warmup=4,
     )
-    assert row.errors == 0 and row.mismatches == 0
+    assert row.errors == 0  # nothing lost
+    # each response is the CLI's image for that seed: a batch of other size may round a pixel
+    # the other way (CPU kernels differ by batch size; measured: at most 1 level of 255)
+    assert row.max_diff <= 1
     assert row.mean_batch > 1  # 8 clients at once shared network calls
     assert row.p50_ms > 0 and row.per_s > 0
+    assert row.warmup == 4 and row.warmup_s > 0
+
+
+def test_batches_padded_to_a_power_of_two_give_the_same_images(tiny_run, images):
+    from condiff.serve.engine import Options, Translator
+
+    plain = Translator(tiny_run, device="cpu", bucket=False)
+    padded = Translator(tiny_run, device="cpu", bucket=True)
+    seen = []
+    run = padded._run
+    padded._run = lambda jobs: seen.append(len(jobs)) or run(jobs)
+    data = images[0].read_bytes()
+    jobs = [plain.prepare(data, Options(steps=2, seed=s)) for s in (0, 1, 2)]
+    a, b = plain.run(jobs), padded.run(jobs)
+    assert seen == [4] and len(b) == 3  # three requests ran as four rows, one dropped
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.main(), y.main(), atol=1e-5)
+    assert not np.allclose(a[0].main(), a[1].main())  # the seeds differ: not one image thrice
 
 
 def test_sigterm_finishes_the_requests_in_flight(tiny_run, images):

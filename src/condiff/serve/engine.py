@@ -137,7 +137,10 @@ class Translator:
         onnx_model: str | Path | None = None,
         device: str = "auto",
         dtype: str | None = None,
+        compile: bool | None = None,
+        graphs: bool | None = None,
         limits: Limits | None = None,
+        bucket: bool | None = None,
     ) -> None:
         self.engine = engine
         self.limits = limits or Limits()
@@ -155,11 +158,21 @@ class Translator:
             from condiff.infer.run import default_dtype
 
             dev = resolve_device(device)
-            self.pipe = load(checkpoint, device=dev, dtype=dtype or default_dtype(dev))
+            self.pipe = load(
+                checkpoint,
+                device=dev,
+                dtype=dtype or default_dtype(dev),
+                compile=compile,
+                graphs=graphs,
+            )
             self.torch = True
         else:
             raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
         self.cfg = self.pipe.cfg
+        # Pad each batch to a power of two where sampling replays CUDA graphs: one graph per
+        # (shape, batch size), so at most log2(max batch) + 1 captures per image shape instead of
+        # one per batch size seen (each first seen twice eagerly, then captured).
+        self.bucket = getattr(self.pipe, "graphs", False) if bucket is None else bucket
         self.cond_channels = self.pipe.cond_channels
         self.target_channels = self.pipe.target_channels
         if self.cond_channels not in (1, 3):
@@ -218,7 +231,17 @@ class Translator:
         return out.float().cpu().numpy()
 
     def run(self, jobs: list[Job]) -> list[Result]:
-        """One batch of jobs with equal keys (or a single job)."""
+        """One batch of jobs with equal keys (or a single job).
+
+        With ``bucket``, the batch is padded to a power of two by repeating its last job (rows
+        are computed independently; the padding's results are dropped).
+        """
+        n = len(jobs)
+        if self.bucket and n > 1:
+            jobs = jobs + [jobs[-1]] * ((1 << (n - 1).bit_length()) - n)
+        return self._run(jobs)[:n]
+
+    def _run(self, jobs: list[Job]) -> list[Result]:
         from condiff.diffusion.samplers import network_calls
 
         o = jobs[0].opts

@@ -105,10 +105,13 @@ class LoadResult:
     clients: int
     errors: int
     mismatches: int
+    max_diff: int  # largest |response - CLI| over all pixels of all responses, in 8-bit levels
     p50_ms: float
     p99_ms: float
     per_s: float
     mean_batch: float
+    warmup: int  # untimed requests first (compilation, CUDA graph capture)
+    warmup_s: float
 
 
 async def _fire(
@@ -143,14 +146,14 @@ def _pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
-def _mean_batch(metrics_text: str) -> float:
+def _batch_counts(metrics_text: str) -> tuple[float, float]:
+    """(requests batched, network batches) so far, from the server's Prometheus text."""
     vals = {}
     for line in metrics_text.splitlines():
         for key in ("condiff_batch_size_sum", "condiff_batch_size_count"):
             if line.startswith(key + " "):
                 vals[key] = float(line.split()[1])
-    count = vals.get("condiff_batch_size_count", 0.0)
-    return vals.get("condiff_batch_size_sum", 0.0) / count if count else float("nan")
+    return vals.get("condiff_batch_size_sum", 0.0), vals.get("condiff_batch_size_count", 0.0)
 
 
 def load_test(
@@ -163,43 +166,61 @@ def load_test(
     options: dict | None = None,
     modes: tuple[str, ...] = ("batching", "no batching"),
     server_args: list[str] | None = None,
+    cli_args: list[str] | None = None,
+    warmup: int | None = None,
 ) -> list[LoadResult]:
-    """Run the load test in each mode; every response is compared with the CLI's output."""
+    """Run the load test in each mode; every response is compared with the CLI's output.
+
+    Each server first gets ``warmup`` untimed requests (default ``2 * clients``) from the same
+    clients: the one-off work a first request of a new shape or batch size pays (compilation,
+    CUDA graph capture) is reported as warm-up time, not folded into the latencies. Warm-up
+    responses are checked like the timed ones (errors, equality with the CLI).
+    """
     import httpx
 
     fields = {"estimate": "sample", **(options or {})}
     cli_opts = [f"--{k.replace('_', '-')}={v}" for k, v in fields.items()]
     cases = [(img, s) for img in images for s in seeds]
-    ref = cli_outputs(checkpoint, cases, cli_opts)
+    ref = cli_outputs(checkpoint, cases, [*cli_opts, *(cli_args or [])])
+    warmup = 2 * clients if warmup is None else warmup
+    warm = [cases[i % len(cases)] for i in range(warmup)]
     jobs = [cases[i % len(cases)] for i in range(requests)]
     token = os.environ.get("CONDIFF_TOKEN")
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     rows = []
     for mode in modes:
         extra = ["--no-batching"] if mode == "no batching" else []
         proc, url = start_server(["--checkpoint", checkpoint, *extra, *(server_args or [])])
         try:
+            wres, wwall = asyncio.run(_fire(url, warm, clients, fields, token)) if warm else ([], 0)
+            before = _batch_counts(httpx.get(f"{url}/metrics", headers=auth).text)
             res, wall = asyncio.run(_fire(url, jobs, clients, fields, token))
-            auth = {"Authorization": f"Bearer {token}"} if token else {}
-            metrics = httpx.get(f"{url}/metrics", headers=auth).text
+            after = _batch_counts(httpx.get(f"{url}/metrics", headers=auth).text)
         finally:
             stop_server(proc)
         lat = np.array([r[2] for r in res]) * 1000
-        errors = sum(r[0] != 200 for r in res)
-        mism = sum(
-            r[0] == 200 and not np.array_equal(_pixels(r[1]), ref[j])
-            for r, j in zip(res, jobs, strict=True)
-        )
+        every = list(zip([*wres, *res], [*warm, *jobs], strict=True))
+        errors = sum(r[0] != 200 for r, _ in every)
+        diffs = [
+            int(np.abs(_pixels(r[1]).astype(np.int32) - ref[j].astype(np.int32)).max())
+            for r, j in every
+            if r[0] == 200
+        ]
+        batches = after[1] - before[1]
         rows.append(
             LoadResult(
                 mode,
                 requests,
                 clients,
                 errors,
-                int(mism),
+                sum(d > 0 for d in diffs),
+                max(diffs, default=0),
                 float(np.percentile(lat, 50)),
                 float(np.percentile(lat, 99)),
                 requests / wall,
-                _mean_batch(metrics),
+                (after[0] - before[0]) / batches if batches else float("nan"),
+                warmup,
+                wwall,
             )
         )
     return rows
@@ -207,13 +228,15 @@ def load_test(
 
 def format_rows(rows: list[LoadResult]) -> str:
     hdr = (
-        f"{'mode':<13}{'requests':>9}{'clients':>8}{'errors':>7}{'!=CLI':>7}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'req/s':>8}{'batch':>7}"
+        f"{'mode':<13}{'requests':>9}{'clients':>8}{'errors':>7}{'!=CLI':>7}{'max|d|':>7}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'req/s':>8}{'batch':>7}{'warm-up':>14}"
     )
     lines = [hdr, "-" * len(hdr)]
     for r in rows:
+        warm = f"{r.warmup} in {r.warmup_s:.1f} s"
         lines.append(
             f"{r.mode:<13}{r.requests:>9}{r.clients:>8}{r.errors:>7}{r.mismatches:>7}"
-            f"{r.p50_ms:>9.0f}{r.p99_ms:>9.0f}{r.per_s:>8.2f}{r.mean_batch:>7.2f}"
+            f"{r.max_diff:>7}{r.p50_ms:>9.0f}{r.p99_ms:>9.0f}{r.per_s:>8.2f}{r.mean_batch:>7.2f}"
+            f"{warm:>14}"
         )
     return "\n".join(lines)
