@@ -97,6 +97,18 @@ def _speed(a: argparse.Namespace) -> dict:
     return {"compile": compile_, "graphs": False if a.no_graphs else None}
 
 
+def _size(text: str, flag: str) -> tuple[int, int]:
+    """``HxW`` or ``N`` (square) -> (H, W); a bad value is a ValueError naming ``flag``."""
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        h = w = 0
+    if h < 1 or w < 1:
+        raise ValueError(f"{flag} expects HxW or N in pixels (e.g. 256x256), got {text!r}")
+    return h, w
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from condiff.nn import ConditionalUNet
     from condiff.nn.summary import format_table, level_table
@@ -315,6 +327,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     from condiff.serve.engine import Limits, Translator
 
+    warm = _size(a.warmup, "--warmup") if a.warmup else None  # checked before the model loads
     translator = Translator(
         a.checkpoint,
         engine=a.engine,
@@ -331,6 +344,17 @@ def cmd_serve(a: argparse.Namespace) -> int:
     )
     from condiff.serve.app import serve
 
+    max_batch = 1 if a.no_batching else a.max_batch
+    if warm:
+        import time
+
+        t0 = time.perf_counter()
+        sizes = translator.warmup(warm, max_batch)
+        print(
+            f"warm-up: {a.warmup} at batch sizes {sizes}, estimates sample and mean, "
+            f"in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
     token = a.token or os.environ.get("CONDIFF_TOKEN") or None
     if a.host not in ("127.0.0.1", "localhost", "::1") and not token:
         print(f"warning: serving on {a.host} without a token (--token or CONDIFF_TOKEN)")
@@ -339,7 +363,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         host=a.host,
         port=a.port,
         token=token,
-        max_batch=1 if a.no_batching else a.max_batch,
+        max_batch=max_batch,
         wait_ms=a.batch_wait_ms,
         max_upload_mb=a.max_upload_mb,
     )
@@ -723,6 +747,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for company"
     )
     s.add_argument("--no-batching", action="store_true", help="one request per network batch")
+    s.add_argument(
+        "--warmup",
+        default=None,
+        metavar="HxW",
+        help="before listening, run blank batches of this image size (after upscale, e.g. "
+        "256x256) at every batch size requests can form, so compilation and CUDA graph capture "
+        "are done before the first request (on a GPU the first requests otherwise wait for them)",
+    )
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (413)")
     s.add_argument(
         "--max-pixels",

@@ -1,6 +1,7 @@
 """Two processes under the real torchrun (gloo, CPU) against one process with the same global batch."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -93,7 +94,10 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resume_is_exact(tm
     assert len(saved) == 1, out  # rank 0 wrote one whole checkpoint at the step both reached
     stopped = int(saved[0].name.split("_")[1])
     assert 10 <= stopped < 300, out
-    assert f"interrupted (SIGTERM) at step {stopped}/300" in out, out[-3000:]
+    # torchrun signals both ranks; rank 0 names SIGTERM, or the other rank when rank 1's flag
+    # reached the all-reduce before rank 0's own signal handler ran
+    said = rf"interrupted \((SIGTERM|a signal to another rank)\) at step {stopped}/300"
+    assert re.search(said, out), out[-3000:]
     assert "exit status 75" in out
     assert "condiff/train" not in out  # no traceback through condiff (torchrun reports its own)
     assert ckpt.read_state(saved[0])["step"] == stopped

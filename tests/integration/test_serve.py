@@ -53,10 +53,12 @@ def images(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tiny_run):
     args = ["--checkpoint", str(tiny_run), "--token", TOKEN, "--max-pixels", "200000"]
-    proc, url = start_server([*args, "--max-upload-mb", "1"])
+    proc, url = start_server([*args, "--max-upload-mb", "1", "--warmup", "24x24"])
     yield url
     rc, out = stop_server(proc)
     assert rc in CLEAN_EXIT and "Application shutdown complete" in out, out
+    # blank batches ran before listening (on a CPU no batch padding: sizes 1 and --max-batch)
+    assert "warm-up: 24x24 at batch sizes [1, 8]" in out, out
 
 
 def post(url: str, data: bytes, name: str = "x.png", **fields) -> httpx.Response:
@@ -161,6 +163,11 @@ def test_batches_padded_to_a_power_of_two_give_the_same_images(tiny_run, images)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x.main(), y.main(), atol=1e-5)
     assert not np.allclose(a[0].main(), a[1].main())  # the seeds differ: not one image thrice
+    # warm-up covers every size run() pads to (5..6 requests -> 8), twice each, both estimates
+    seen.clear()
+    assert padded.warmup((16, 16), 6) == [1, 2, 4, 8]
+    assert sorted(seen) == sorted([1, 2, 4, 8] * 4)
+    assert plain.warmup((16, 16), 6, estimates=("mean",)) == [1, 6]
 
 
 def test_sigterm_finishes_the_requests_in_flight(tiny_run, images):
@@ -177,11 +184,11 @@ def test_sigterm_finishes_the_requests_in_flight(tiny_run, images):
 
     t = threading.Thread(target=slow)
     t.start()
-    deadline = time.time() + 30
-    while time.time() < deadline:  # wait until the request is being computed
-        m = httpx.get(f"{url}/metrics").text
-        if "condiff_queue_depth 1.0" in m:
-            break
+    deadline, busy = time.time() + 90, False
+    while time.time() < deadline and not busy:  # wait until the request is being computed
+        busy = "condiff_queue_depth 1.0" in httpx.get(f"{url}/metrics").text
+        time.sleep(0.05)
+    assert busy, "the slow request never reached the batcher"
     rc, out = stop_server(proc)
     t.join(60)
     assert got["r"].status_code == 200 and got["r"].headers["content-type"] == "image/png"

@@ -6,7 +6,7 @@ output for the same image, options and seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,29 @@ class Translator:
         eta_free = opts.sampler != "ddim" or self.cfg.sample.eta == 0
         batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
         return Job(c.astype(np.float32), depth, opts, batchable)
+
+    def warmup(
+        self, size: tuple[int, int], max_batch: int, estimates: tuple[str, ...] = ("sample", "mean")
+    ) -> list[int]:
+        """Run blank batches of ``size`` (H, W, after any upscale) with the default options.
+
+        Every batch size a request batch can become (powers of two up to ``max_batch`` where
+        batches are padded, else 1 and ``max_batch``) runs twice, so compilation and CUDA graph
+        capture (done on a shape's second call) happen before the first request. Returns the
+        batch sizes run.
+        """
+        max_batch = max(max_batch, 1)
+        if self.bucket:  # what run() pads a batch of 1..max_batch to
+            sizes = [1 << k for k in range((max_batch - 1).bit_length() + 1)]
+        else:
+            sizes = sorted({1, max_batch})
+        cond = np.zeros((self.cond_channels, *size), np.float32)
+        for est in estimates:
+            job = Job(cond, 8, replace(self.defaults, estimate=est), batchable=True)
+            for n in sizes:
+                for _ in range(2):
+                    self.run([job] * n)
+        return sizes
 
     def _noise(self, n: int, shape: tuple[int, ...], seed: int):
         """The starting noise ``condiff sample --seed`` draws for one image: (n, C, H', W')."""

@@ -46,7 +46,8 @@ class FitResult:
     step: int
     checkpoint: Path | None
     interrupted: bool = False
-    stop_reason: str = ""  # why an interrupted run stopped: SIGTERM, SIGINT, time limit, peer
+    # why an interrupted run stopped: SIGTERM, SIGINT, time limit, a signal to another rank
+    stop_reason: str = ""
     skipped_steps: int = 0
     img_per_s: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -471,7 +472,7 @@ def fit(
             if dist_info.enabled:  # every rank stops at the same step, whichever rank saw it
                 flag = torch.tensor([len(reason)], device=device)
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                reason = reason or ("peer" if int(flag.item()) else "")
+                reason = reason or ("a signal to another rank" if int(flag.item()) else "")
             if reason and step != total:
                 if step % tc.ckpt_every:
                     result.checkpoint = save(step)
