@@ -222,7 +222,7 @@ class Translator:
         """
         max_batch = max(max_batch, 1)
         if self.bucket:  # what run() pads a batch of 1..max_batch to
-            sizes = [1 << k for k in range((max_batch - 1).bit_length() + 1)]
+            sizes = sorted({self.padded_size(n) for n in range(1, max_batch + 1)})
         else:
             sizes = sorted({1, max_batch})
         cond = np.zeros((self.cond_channels, *size), np.float32)
@@ -260,9 +260,14 @@ class Translator:
         are computed independently; the padding's results are dropped).
         """
         n = len(jobs)
-        if self.bucket and n > 1:
-            jobs = jobs + [jobs[-1]] * ((1 << (n - 1).bit_length()) - n)
+        if self.bucket:
+            jobs = jobs + [jobs[-1]] * (self.padded_size(n) - n)
         return self._run(jobs)[:n]
+
+    @staticmethod
+    def padded_size(n: int) -> int:
+        """The power of two a batch of ``n`` jobs is padded to (with ``bucket``)."""
+        return 1 << (n - 1).bit_length()
 
     def _run(self, jobs: list[Job]) -> list[Result]:
         from condiff.diffusion.samplers import network_calls
