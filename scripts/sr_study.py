@@ -81,7 +81,7 @@ def main() -> None:
     for s in (*args.sets, *args.sample_sets):
         if "=" in s:  # an override swallowed by --sets / --sample-sets
             p.error(f"put section.field=value overrides before --sets/--sample-sets, got {s!r}")
-    from condiff.train.checkpoint import read_state
+    from condiff.checkpoint import read_state
 
     run = Path(args.out) / args.name
     wall = 0.0 if args.skip_train else train(args, run)

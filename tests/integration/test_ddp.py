@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from condiff.train import checkpoint as ckpt
+from condiff import checkpoint as ckpt
 from tests.conftest import REPO, run_cli, tiny_config, write_yaml
 from tests.integration.test_train import weights
 

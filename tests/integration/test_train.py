@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from condiff import checkpoint as ckpt
 from condiff.config import RunConfig
 from condiff.train import TrainingDiverged, fit
-from condiff.train import checkpoint as ckpt
 from tests.conftest import REPO, run_cli, tiny_config, write_yaml
 
 
@@ -241,7 +241,7 @@ def test_cli_reports_bad_data_clearly(tmp_path):
 
 def test_init_from_loads_weights_and_ema_with_a_fresh_optimizer(tiny_run, tmp_path):
     from condiff.train.ema import EMA
-    from condiff.train.fit import build_model, init_weights
+    from condiff.train.setup import build_model, init_weights
 
     cfg = cfg_of(tmp_path / "ft", train={"init_from": str(tiny_run), "steps": 3})
     model = build_model(cfg)

@@ -153,7 +153,7 @@ def test_sample_output_shape_and_dtype_follow_model():
 
 
 def test_dynamic_threshold_rescales_large_predictions():
-    from condiff.diffusion.sampling import dynamic_threshold
+    from condiff.diffusion.denoiser import dynamic_threshold
 
     x0 = torch.linspace(-3, 3, 100).view(1, 1, 10, 10)
     out = dynamic_threshold(x0, 0.9)

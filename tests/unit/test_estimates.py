@@ -9,7 +9,7 @@ from condiff.diffusion import NoiseSchedule
 from condiff.diffusion.objectives import decode_target, encode_target
 from condiff.diffusion.samplers import estimate_plan
 from condiff.infer.pipeline import Pipeline
-from condiff.train.fit import sample_timesteps
+from condiff.train.step import sample_timesteps
 
 STD = 0.3  # per-pixel std of x0 | cond
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from condiff._lazy import lazy_exports
 
-_OBJ, _SAMPLERS, _SAMPLING = (
+_OBJ, _SAMPLERS, _SAMPLING, _DEN = (
     "condiff.diffusion.objectives",
     "condiff.diffusion.samplers",
     "condiff.diffusion.sampling",
+    "condiff.diffusion.denoiser",
 )
 _MEMBERS = {
     "SAMPLERS": _SAMPLERS,
@@ -25,7 +26,7 @@ _MEMBERS = {
     "euler": _SAMPLERS,
     "get_sampler": _SAMPLERS,
     "heun": _SAMPLERS,
-    "make_denoiser": _SAMPLING,
+    "make_denoiser": _DEN,
     "network_calls": _SAMPLERS,
     "q_sample": _OBJ,
     "sample": _SAMPLING,
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from condiff.diffusion.denoiser import make_denoiser
     from condiff.diffusion.objectives import (
         concat_condition,
         diffusion_loss,
@@ -72,5 +74,5 @@ if TYPE_CHECKING:
         heun,
         network_calls,
     )
-    from condiff.diffusion.sampling import make_denoiser, sample
+    from condiff.diffusion.sampling import sample
     from condiff.diffusion.schedule import NoiseSchedule

@@ -9,7 +9,8 @@ sampler keeps its state in float32 and ends at t = 0 with the final clean image.
 The samplers only do arithmetic with Python-float coefficients, so they run on torch tensors
 (``generator``: a ``torch.Generator``) and on numpy arrays (``generator``: a
 ``numpy.random.Generator``) alike: the ONNX Runtime engine uses them without torch. The torch
-glue (``make_denoiser``, ``sample``) is in :mod:`condiff.diffusion.sampling`.
+glue is in :mod:`condiff.diffusion.denoiser` (the network wrapper, torch noise) and
+:mod:`condiff.diffusion.sampling` (``sample``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _randn(x: Array, generator: Any) -> Array:
     if isinstance(x, np.ndarray):
         rng = generator if generator is not None else np.random.default_rng()
         return rng.standard_normal(x.shape, dtype=np.float32)
-    from condiff.diffusion.sampling import randn
+    from condiff.diffusion.denoiser import randn
 
     return randn(tuple(x.shape), generator, x.device)
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from condiff.config import DiffusionConfig
+
 SCHEDULES = ("linear", "cosine", "sigmoid")
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -108,6 +110,13 @@ class NoiseSchedule:
             # SNR exactly 0 makes eps -> x0 and log-SNR undefined; keep it tiny, as diffusers does.
             self.alphas_cumprod_np[-1] = 2.0**-24
         self._on_device: dict[torch.device, Tensor] = {}
+
+    @classmethod
+    def from_config(cls, d: DiffusionConfig) -> NoiseSchedule:
+        """The schedule a run's ``diffusion`` section describes."""
+        return cls(
+            d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr
+        )
 
     def __repr__(self) -> str:
         return (

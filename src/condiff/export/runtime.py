@@ -28,7 +28,7 @@ from condiff.infer.tiling import TiledModel, pad_to_multiple
 
 
 def dynamic_threshold_np(x0: np.ndarray, percentile: float) -> np.ndarray:
-    """numpy twin of :func:`condiff.diffusion.sampling.dynamic_threshold`."""
+    """numpy twin of :func:`condiff.diffusion.denoiser.dynamic_threshold`."""
     s = np.quantile(np.abs(x0).reshape(len(x0), -1), percentile, axis=1).clip(min=1.0)
     s = s.astype(np.float32).reshape(-1, 1, 1, 1)
     return np.clip(x0, -s, s) / s
@@ -56,9 +56,7 @@ class OrtPipeline:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         d, mc = self.cfg.diffusion, self.cfg.model
-        self.schedule = NoiseSchedule(
-            d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr
-        )
+        self.schedule = NoiseSchedule.from_config(d)
         self.alphas_cumprod = self.schedule.alphas_cumprod_np.astype(np.float32)
         self.target_channels = mc.out_img_channels
         self.cond_channels = mc.cond_channels

@@ -8,16 +8,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from condiff import checkpoint as ckpt
 from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
+from condiff.diffusion.denoiser import randn
 from condiff.diffusion.objectives import batched_condition, decode_target
 from condiff.diffusion.samplers import estimate_plan, get_sampler
-from condiff.diffusion.sampling import randn
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
-from condiff.train import checkpoint as ckpt
-from condiff.train.fit import autocast_ctx, autocast_dtype
+from condiff.nn.precision import autocast_ctx, autocast_dtype
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -61,9 +61,7 @@ class Pipeline:
         self.dtype = dtype
         self.source = source
         d = cfg.diffusion
-        self.schedule = NoiseSchedule(
-            d.schedule, d.num_timesteps, rescale_zero_terminal_snr=d.rescale_zero_terminal_snr
-        )
+        self.schedule = NoiseSchedule.from_config(d)
         mc = cfg.model
         self.target_channels = mc.out_img_channels
         self.cond_channels = mc.cond_channels

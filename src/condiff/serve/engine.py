@@ -239,7 +239,7 @@ class Translator:
             return np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)
         import torch
 
-        from condiff.diffusion.sampling import randn
+        from condiff.diffusion.denoiser import randn
 
         dev = self.pipe.device
         return randn((n, *shape), torch.Generator(dev).manual_seed(seed), dev)

@@ -143,7 +143,10 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def resolve_checkpoint(path: str | Path, need_state: bool = True) -> Path:
-    """A run folder (its newest whole checkpoint) or a checkpoint folder itself."""
+    """A run folder (its newest whole checkpoint), a checkpoint folder itself, or
+    ``pretrained:NAME`` (weights shipped with condiff, in ``condiff/weights/NAME``)."""
+    if str(path).startswith(PRETRAINED):
+        return pretrained_folder(str(path))
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint or run folder")
@@ -171,22 +174,30 @@ def load_weights(model: nn.Module, file: str | Path) -> None:
         ) from None
 
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "weights"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "weights"
+PRETRAINED = "pretrained:"
 
 
-def resolve_init(spec: str) -> Path:
-    """``pretrained:NAME`` (weights shipped in ``condiff/weights/NAME``), a run folder or a
-    checkpoint folder -> the checkpoint folder to take weights from."""
-    if spec.startswith("pretrained:"):
-        name = spec.split(":", 1)[1]
-        folder = PRETRAINED_DIR / name
-        if not (folder / "config.json").is_file():
-            have = sorted(p.name for p in PRETRAINED_DIR.glob("*/config.json"))
-            raise CheckpointError(
-                f"train.init_from: no pretrained weights named {name!r}; shipped: {have or 'none'}"
-            )
-        return resolve_checkpoint(folder, need_state=False)
-    return resolve_checkpoint(spec, need_state=False)
+def shipped() -> list[str]:
+    """Names of the pretrained weights shipped with condiff (``pretrained:NAME``)."""
+    return sorted(p.parent.name for p in PRETRAINED_DIR.glob("*/config.json"))
+
+
+def pretrained_folder(spec: str) -> Path:
+    """``pretrained:NAME`` -> its folder (config.json + model.safetensors, no training state)."""
+    name = spec[len(PRETRAINED) :]
+    folder = PRETRAINED_DIR / name
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"{spec}: no pretrained weights named {name!r}; shipped: {shipped() or 'none'}"
+        )
+    validate_checkpoint(folder, need_state=False)
+    return folder
+
+
+def is_pretrained(folder: Path) -> bool:
+    """Whether a resolved checkpoint folder is one of the shipped pretrained ones."""
+    return folder.resolve().parent == PRETRAINED_DIR
 
 
 def weights_file(folder: Path, ema: bool = True) -> Path:

@@ -1,0 +1,106 @@
+"""The step phase: one optimizer step of forward, loss, backward, clip, update and EMA.
+
+Timesteps, noise and dropout are drawn from seeds that are pure functions of ``(seed, step,
+micro-step)``, for the whole global micro-batch, of which each rank takes its slice: the same
+draws whatever the number of processes, so a resumed or re-sharded run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from condiff.diffusion import diffusion_loss
+from condiff.diffusion.objectives import encode_target
+from condiff.nn.precision import autocast_ctx
+
+
+def sample_timesteps(
+    n: int, num_timesteps: int, top_fraction: float, device: torch.device, gen: torch.Generator
+) -> Tensor:
+    """``n`` training timesteps: uniform, with a share ``top_fraction`` moved to t = T-1 (where
+    the x0 prediction is the posterior mean, the one-call "mean" estimate)."""
+    t = torch.randint(0, num_timesteps, (n,), device=device, generator=gen)
+    if top_fraction > 0:
+        top = torch.rand(n, device=device, generator=gen) < top_fraction
+        t = torch.where(top, num_timesteps - 1, t)
+    return t
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix-style mixing), stable across processes."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (p + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2))) & 0xFFFFFFFFFFFFFFFF
+        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+def micro_loss(tr, cond: Tensor, x0: Tensor, step: int, k: int) -> Tensor:
+    """The loss of micro-step ``k`` of ``step`` on this rank's slice (already / grad_accum)."""
+    cfg, dev = tr.cfg, tr.device
+    d = cfg.diffusion
+    cond, x0 = cond.to(dev, non_blocking=True), x0.to(dev, non_blocking=True)
+    x0 = encode_target(x0, cond, residual=d.residual, scale=d.target_scale)
+    if tr.channels_last:
+        cond = cond.contiguous(memory_format=torch.channels_last)
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    g_batch = tr.dist.world * tr.micro
+    gen = torch.Generator(dev).manual_seed(mix_seed(cfg.train.seed, step, k))
+    t_all = sample_timesteps(g_batch, tr.schedule.num_timesteps, d.top_t_fraction, dev, gen)
+    eps_all = torch.randn((g_batch, *x0.shape[1:]), device=dev, generator=gen)
+    lo = tr.dist.rank * tr.micro
+    t, eps = t_all[lo : lo + tr.micro], eps_all[lo : lo + tr.micro]
+    torch.manual_seed(mix_seed(cfg.train.seed, step, k, 1))  # dropout and condition dropout
+    with autocast_ctx(tr.precision, dev):
+        loss = diffusion_loss(
+            tr.net,
+            x0,
+            cond,
+            tr.schedule,
+            objective=d.objective,
+            weighting=d.weighting,
+            snr_gamma=d.snr_gamma,
+            loss=d.loss,
+            cond_drop_prob=d.cond_drop_prob,
+            t=t,
+            eps=eps,
+        ).mean()
+    return loss / cfg.train.grad_accum
+
+
+def optimizer_step(
+    tr, batches: Iterator[tuple[Tensor, Tensor]], step: int
+) -> tuple[Tensor, Tensor, bool]:
+    """Accumulate ``train.grad_accum`` micro-steps, clip, and step the optimizer, LR schedule and
+    EMA if the gradient is finite. Returns (summed loss, grad norm, finite)."""
+    tc = tr.cfg.train
+    tr.opt.zero_grad(set_to_none=True)
+    loss_acc = torch.zeros((), device=tr.device)
+    for k in range(tc.grad_accum):
+        cond, x0 = next(batches)
+        # Accumulating micro-steps skip DDP's all-reduce; the last one syncs.
+        last = k == tc.grad_accum - 1
+        sync = tr.ddp.no_sync() if tr.ddp is not None and not last else contextlib.nullcontext()
+        with sync:
+            loss = micro_loss(tr, cond, x0, step, k)
+            (tr.scaler.scale(loss) if tr.scaler is not None else loss).backward()
+        loss_acc += loss.detach()
+    if tr.scaler is not None:
+        tr.scaler.unscale_(tr.opt)
+    max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), max_norm)
+    # One host sync per step: grads are all-reduced, so every rank agrees on finiteness.
+    finite = bool(torch.isfinite(grad_norm).item())
+    if tr.scaler is not None:
+        tr.scaler.step(tr.opt)
+        tr.scaler.update()
+    elif finite:
+        tr.opt.step()
+    if finite:
+        tr.lr_sched.step()
+        tr.ema.update(tr.model, step)
+    return loss_acc, grad_norm, finite

@@ -1,0 +1,293 @@
+"""The ``Trainer``: a run's state after set-up, and the periodic and stop phases.
+
+:func:`condiff.train.fit` drives it: set up, :meth:`Trainer.start` (resume or ``init_from``,
+then the loader and the log), then per step
+:func:`condiff.train.step.optimizer_step`, :meth:`Trainer.after_step` (log, validate,
+checkpoint) and :meth:`Trainer.stop_reason`, and at the end :meth:`Trainer.close`.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from condiff import checkpoint as ckpt
+from condiff.config import RunConfig, save_config
+from condiff.data import ValCrops, check_channels, make_source, split
+from condiff.diffusion import NoiseSchedule
+from condiff.nn import set_attention_kernel
+from condiff.nn.precision import resolve_precision
+from condiff.train.distributed import init_distributed, shutdown
+from condiff.train.ema import EMA
+from condiff.train.log import RunLog
+from condiff.train.setup import (
+    build_model,
+    init_weights,
+    make_loader,
+    make_optimizer,
+    micro_batch,
+    restore,
+)
+from condiff.train.stop import StopFlag
+from condiff.train.validate import validate
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses; the last good checkpoint is kept."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    interrupted: bool = False
+    # why an interrupted run stopped: SIGTERM, SIGINT, time limit, a signal to another rank
+    stop_reason: str = ""
+    skipped_steps: int = 0
+    img_per_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Window:
+    """Running sums of the current log window."""
+
+    loss: float = 0.0
+    n: int = 0
+    images: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+
+class Trainer:
+    """Set-up: device, data, model, EMA, optimizer, schedules. The loop lives in ``fit()``."""
+
+    def __init__(self, cfg: RunConfig, *, progress: bool = True) -> None:
+        self.cfg, tc = cfg, cfg.train
+        self.dist, self.device = init_distributed(tc.device)
+        cuda = self.device.type == "cuda"
+        self.precision = resolve_precision(tc.precision, self.device)
+        self.channels_last = tc.channels_last if tc.channels_last is not None else cuda
+        self.micro = micro_batch(cfg, self.dist.world)
+        self.run_dir = Path(tc.output_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.progress = progress
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.source = make_source(cfg.data, bundled_dest=self.run_dir / "data")
+        check_channels(cfg.model, self.source, cfg.diffusion.residual)
+        self.train_idx, val_idx = split(self.source, cfg.data.val_count)
+        self.val_set = ValCrops(self.source, val_idx, cfg.data.crop_size) if val_idx else None
+
+        torch.manual_seed(tc.seed)
+        self.model: nn.Module = build_model(cfg).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, tc.ema_decay)
+        fused = tc.fused_adamw if tc.fused_adamw is not None else cuda
+        self.opt, self.lr_sched = make_optimizer(cfg, self.model, fused)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        self.schedule = NoiseSchedule.from_config(cfg.diffusion)
+        self.step = 0
+        self.seconds_before = 0.0  # training-loop seconds of earlier calls (resumed runs)
+        self.result = FitResult(self.run_dir, 0, None)
+        self.net: nn.Module = self.model
+        self.ddp: DDP | None = None
+        self.log: RunLog | None = None
+        self.nonfinite_run = 0
+        self.t_start = time.perf_counter()  # the training loop's start (set again by fit)
+
+    # --- resume / init_from ------------------------------------------------------------------
+
+    def start(self, resume: str | None) -> None:
+        """``resume``: None, "auto" (newest whole checkpoint of the run, if any) or a checkpoint
+        path; with none found, ``train.init_from`` (if set) gives the starting weights."""
+        tc, notes = self.cfg.train, []
+        path = None
+        if resume:
+            path = (
+                ckpt.latest_checkpoint(self.ckpt_root)
+                if resume == "auto"
+                else ckpt.resolve_checkpoint(resume)
+            )
+        if path is not None:
+            args = (self.cfg, self.model, self.ema, self.opt, self.lr_sched, self.scaler)
+            state = restore(path, *args)
+            self.step = int(state["step"])
+            self.seconds_before = float(state.get("train_seconds", 0.0))
+            self.result = FitResult(self.run_dir, self.step, path)
+            notes.append(f"resumed from {path} at step {self.step}")
+        elif tc.init_from:
+            folder = init_weights(self.cfg, self.model, self.ema)
+            notes.append(f"initialised from {folder} (weights and EMA; fresh optimizer)")
+        if self.dist.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        self._wrap()
+        self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self._loader())
+        if self.dist.is_main:
+            self.log = RunLog(
+                self.run_dir,
+                start_step=self.step,
+                total=tc.steps,
+                batch_size=tc.batch_size,
+                progress=self.progress,
+            )
+            for note in notes:
+                self.log.message(note)
+
+    def _wrap(self) -> None:
+        """DDP across processes, the attention kernel, and torch.compile (on CUDA by default)."""
+        tc, dev = self.cfg.train, self.device
+        if self.dist.enabled:
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.net = self.ddp = DDP(self.model, device_ids=ids)
+        set_attention_kernel(tc.attention)
+        if tc.compile if tc.compile is not None else dev.type == "cuda":
+            self.net = torch.compile(self.net)
+
+    def _loader(self):
+        self.loader = make_loader(
+            self.cfg,
+            self.source,
+            self.train_idx,
+            start_step=self.step,
+            micro=self.micro,
+            rank=self.dist.rank,
+            world=self.dist.world,
+            cuda=self.device.type == "cuda",
+        )
+        return self.loader
+
+    # --- the periodic work: log, validate, checkpoint ----------------------------------------
+
+    def count(self, window: Window, loss: Tensor, finite: bool) -> None:
+        """Book one step: the window's sums, or a skipped (non-finite) step."""
+        self.step += 1
+        self.result.step = self.step
+        window.images += self.cfg.train.batch_size
+        if finite:
+            self.nonfinite_run = 0
+            window.loss += float(loss)
+            window.n += 1
+            return
+        self.nonfinite_run += 1
+        self.result.skipped_steps += 1
+        if self.log is not None:
+            self.log.skipped(self.step - 1, self.result.skipped_steps)
+        if self.nonfinite_run >= self.cfg.train.max_nonfinite:
+            last = ckpt.latest_checkpoint(self.ckpt_root)
+            raise TrainingDiverged(
+                f"{self.nonfinite_run} consecutive non-finite losses at step {self.step - 1}; "
+                f"stopping. Last good checkpoint: {last or 'none yet'}. Try a lower train.lr, "
+                "train.precision=bf16 instead of fp16, or train.grad_clip=1.0"
+            )
+
+    def after_step(self, window: Window, grad_norm: Tensor) -> Window:
+        """Log a finished window, validate, checkpoint, as their intervals say."""
+        tc, step = self.cfg.train, self.step
+        last = step == tc.steps
+        if step % tc.log_every == 0 or last:
+            self._log_window(window, grad_norm)
+            window = Window()
+        if self.log is not None:
+            self.log.step()
+        if self.log is not None and self.val_set is not None and (step % tc.val_every == 0 or last):
+            metrics, grid = validate(
+                self.cfg, self.ema.model, self.schedule, self.val_set, self.device, self.precision
+            )
+            self.result.history.append(
+                {"step": step, **{f"val_{k}": v for k, v in metrics.items()}}
+            )
+            show = step % tc.image_every == 0 or last
+            self.log.validation(step, metrics, grid if show else None)
+        if step % tc.ckpt_every == 0 or last:
+            self.result.checkpoint = self.save()
+        return window
+
+    def _log_window(self, w: Window, grad_norm: Tensor) -> None:
+        dt = time.perf_counter() - w.t0
+        ips = w.images / dt if dt > 0 else 0.0
+        mean_loss = w.loss / max(1, w.n)
+        self.result.img_per_s = ips
+        self.result.history.append({"step": self.step, "loss": mean_loss, "img_per_s": ips})
+        if self.log is not None:
+            self.log.train(
+                self.step,
+                loss=mean_loss,
+                lr=self.lr_sched.get_last_lr()[0],
+                grad_norm=float(grad_norm),
+                img_s=ips,
+                skipped=self.result.skipped_steps,
+            )
+
+    def save(self) -> Path | None:
+        """Rank 0 writes a whole checkpoint (atomically); every rank waits for it."""
+        path = None
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "samples_seen": self.step * self.cfg.train.batch_size,
+                "optimizer": self.opt.state_dict(),
+                "lr_schedule": self.lr_sched.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "torch_rng": torch.get_rng_state(),
+                "skipped_steps": self.result.skipped_steps,
+                # wall time spent in the training loop so far, over all resumed calls
+                "train_seconds": self.seconds_before + time.perf_counter() - self.t_start,
+            }
+            path = ckpt.save_checkpoint(
+                self.ckpt_root,
+                self.step,
+                config=self.cfg.to_dict(),
+                model=self.model,
+                ema=self.ema.model,
+                state=state,
+                keep_last=self.cfg.train.keep_last,
+            )
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        return path
+
+    # --- the stop: signal, max_minutes, stop_after, last save --------------------------------
+
+    def stop_reason(self, stop: StopFlag, stop_after: int | None, steps_this_call: int) -> str:
+        """Why to stop now ("" to go on), agreed by every rank (all-reduced)."""
+        tc = self.cfg.train
+        reason = ""
+        if stop.set:
+            reason = stop.name
+        elif stop_after is not None and steps_this_call >= stop_after:
+            reason = "stop_after"
+        elif tc.max_minutes and time.perf_counter() - self.t_start > 60 * tc.max_minutes:
+            reason = "time limit"
+        if self.dist.enabled:  # every rank stops at the same step, whichever rank saw it
+            flag = torch.tensor([len(reason)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            reason = reason or ("a signal to another rank" if int(flag.item()) else "")
+        return reason
+
+    def interrupt(self, reason: str) -> None:
+        """Stop early: save unless this step was just saved."""
+        if self.step % self.cfg.train.ckpt_every:
+            self.result.checkpoint = self.save()
+        self.result.interrupted, self.result.stop_reason = True, reason
+
+    def close(self) -> None:
+        """Close the log; stop the loader workers, then tear down the process group."""
+        if self.log is not None:
+            self.log.close()
+        del self.batches, self.loader  # stop the loader workers before the process group goes
+        if self.dist.enabled:
+            # Free DDP (it holds the gloo/NCCL group) while Python is fully alive: left to the
+            # interpreter's exit, a gloo group's threads aborted a rank ("terminate called
+            # without an active exception", SIGABRT) in about 1 of 24 CPU runs of torchrun.
+            self.net = self.ddp = None  # type: ignore[assignment]
+            shutdown()
+            gc.collect()
