@@ -171,7 +171,7 @@ def test_cpu_deploy_bench_table_has_every_path(tiny_run, tmp_path):
 
 
 def test_fastest_path_keeps_only_accurate_paths():
-    from condiff.bench import fastest_paths
+    from condiff.bench.cpu_deploy import fastest_paths
 
     rows = [
         {"path": "eager fp32", "sample_b1_s": 1.0, "psnr_vs_fp32_b1": float("inf")},

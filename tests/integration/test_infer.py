@@ -192,7 +192,7 @@ def test_evaluate_cli_writes_a_report(tiny_run, tmp_path):
         "2",
         "--no-progress",
     )
-    assert "| baseline |" in p.stdout and "FID and LPIPS: skipped" in p.stdout
+    assert "| baseline |" in p.stdout and "MUSIQ, MANIQA and CLIP-IQA" in p.stdout
     assert "Posterior mean:" in p.stdout and "Best single sample:" in p.stdout
     for name in ("metrics.csv", "summary.csv", "quality_vs_steps.png", "report.md"):
         assert (out / name).is_file(), name
@@ -234,10 +234,11 @@ def test_evaluate_cli_writes_a_report(tiny_run, tmp_path):
 
 
 def test_evaluate_sr_protocol_cli(tiny_run, tmp_path):
-    """--protocol sr on two made-up test sets: per-set rows, published reference lines."""
+    """--protocol sr on two made-up test sets: per-set rows, and published reference lines for
+    the set named like a published one (Set5)."""
     rng = np.random.default_rng(0)
     sets = []
-    for name, n in (("SetA", 2), ("SetB", 1)):
+    for name, n in (("SetA", 2), ("Set5", 1)):
         folder = tmp_path / name
         folder.mkdir()
         for i in range(n):
@@ -257,11 +258,11 @@ def test_evaluate_sr_protocol_cli(tiny_run, tmp_path):
         str(out),
         "--no-progress",
     )
-    assert "| method | NFE | SetA | SetB |" in p.stdout
-    assert "*SRCNN (Dong et al. 2014), published*" in p.stdout
+    assert "| method | NFE | SetA | Set5 |" in p.stdout
+    assert "| *SRCNN (Dong et al. 2014), published* | - | - | 30.48 / 0.8628 |" in p.stdout
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert {(r["group"], r["method"]) for r in rows} == {
-        (g, m) for g in ("SetA", "SetB") for m in ("baseline", "mean", "sample (dpmpp_2m 4)")
+        (g, m) for g in ("SetA", "Set5") for m in ("baseline", "mean", "sample (dpmpp_2m 4)")
     }
     assert all(float(r["psnr_y"]) > 5 and float(r["lr_consistency"]) > 0 for r in rows)
     assert (out / "sr_psnr.png").is_file() and len(list((out / "grids" / "SetA").glob("*"))) == 2

@@ -16,7 +16,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from condiff.serve.loadtest import cli_outputs, load_test, start_server, stop_server  # noqa: E402
+from condiff.bench.serve_load import cli_outputs, load_test, start_server, stop_server  # noqa: E402
 
 TOKEN = "s3cret"
 # uvicorn finishes the requests in flight on SIGTERM, then re-raises the signal: status -15

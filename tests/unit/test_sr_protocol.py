@@ -7,8 +7,17 @@ from PIL import Image
 
 from condiff.config import TaskConfig
 from condiff.data.tasks import SuperResolution, quantize_8bit
+from condiff.evaluate.metrics import psnr_255, rgb_to_y, shave, ycbcr
+from condiff.evaluate.protocols import SRProtocol
 from condiff.evaluate.report import EvalItem
-from condiff.evaluate.sr import psnr_255, rgb_to_y, shave, sr_items, sr_score, ycbcr
+
+
+def sr_score(factor):
+    return SRProtocol(factor=factor).score
+
+
+def sr_items(folders, factor, color):
+    return SRProtocol(factor=factor).items(folders, color=color)
 
 
 def test_y_of_bt601_matches_hand_values():

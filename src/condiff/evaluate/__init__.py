@@ -1,4 +1,5 @@
-"""Evaluation: PSNR/SSIM/MAE, baselines, quality-vs-steps sweeps, report folders."""
+"""Evaluation: methods (baseline, mean, samples), protocols (default, sr, denoise, jpeg),
+metrics (PSNR/SSIM/PSNR-B, LPIPS/DISTS offline), report folders."""
 
 from condiff.evaluate.metrics import all_metrics, mae, psnr, ssim
 from condiff.evaluate.report import EvalItem, Report, evaluate

@@ -169,7 +169,7 @@ def quantize_run(
     ``calibration``: a folder of clean images for the run's task, or None for the run's own
     training images. ``calibration_inputs`` replaces the recorded inputs (for tests and experts).
     """
-    from condiff.evaluate.run import eval_items
+    from condiff.evaluate.run import run_items
     from condiff.export.onnx import export_onnx, load_onnx
     from condiff.infer.pipeline import load
 
@@ -180,13 +180,8 @@ def quantize_run(
         export_onnx(checkpoint, fp32)
         pipe = load(checkpoint, device="cpu", compile=False, graphs=False)
         if calibration_inputs is None:
-            calib, _ = eval_items(
-                pipe,
-                data=None,
-                images=calibration,
-                max_side=max_side,
-                limit=calib_images,
-                held_out=False,
+            calib = run_items(
+                pipe, calibration, max_side=max_side, limit=calib_images, held_out=False
             )
             calibration_inputs = trajectory_inputs(
                 pipe, [it.cond for it in calib], steps=calib_steps
@@ -194,7 +189,7 @@ def quantize_run(
         q = Path(tmp) / "int8.onnx"
         quantize_onnx(fp32, q, calibration_inputs)
         shutil.copy(fp32.with_suffix(".json"), q.with_suffix(".json"))
-        held, _ = eval_items(pipe, data=None, images=None, max_side=max_side)
+        held = run_items(pipe, None, max_side=max_side)
         report = gate(
             load_onnx(fp32),
             load_onnx(q),

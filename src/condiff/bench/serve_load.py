@@ -89,11 +89,25 @@ def cli_outputs(checkpoint: str, cases: list[tuple[Path, int]], options: list[st
         for k, (img, seed) in enumerate(cases):
             out = Path(tmp) / str(k)
             subprocess.run(
-                [sys.executable, "-m", "condiff.cli", "sample", "--checkpoint", checkpoint,
-                 "--input", str(img), "--output", str(out), "--seed", str(seed),
-                 "--no-progress", *options],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "condiff.cli",
+                    "sample",
+                    "--checkpoint",
+                    checkpoint,
+                    "--input",
+                    str(img),
+                    "--output",
+                    str(out),
+                    "--seed",
+                    str(seed),
+                    "--no-progress",
+                    *options,
+                ],
+                check=True,
+                capture_output=True,
+            )
             ref[(img, seed)] = np.asarray(Image.open(out / f"{img.stem}.png"))
     return ref
 

@@ -1,0 +1,138 @@
+"""The field's JPEG artefact-removal protocol (``condiff evaluate --protocol jpeg``).
+
+As ARCNN, DnCNN-3, FBCNN, DRUNet and SwinIR score it: a gray image, or the Y channel of a colour
+one as MATLAB's ``rgb2ycbcr`` gives it (BT.601, 16-235, rounded to 8 bits; not Pillow's
+``convert("L")``), encoded with the IJG encoder at quality q and decoded; the estimate rounded to
+8 bits; PSNR, SSIM (11x11 Gaussian, sigma 1.5) and PSNR-B (Yim & Bovik 2011) on that 8-bit
+image, no border.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from condiff.data.io import ImageError, list_images, read_image, to_model
+from condiff.evaluate.metrics import psnr_255, psnr_b, ssim_255, y_uint8
+from condiff.evaluate.protocols.base import Metric, Protocol, Published
+from condiff.evaluate.report import EvalItem
+
+QUALITIES = (10, 20, 30, 40)
+
+
+def _table(rows: dict[str, dict[str, tuple[float, ...]]]) -> list[Published]:
+    return [
+        Published(name, {(s, f"q={q}"): {"psnr": v} for s, vals in per.items()
+                         for q, v in zip(QUALITIES, vals, strict=True)})
+        for name, per in rows.items()
+    ]  # fmt: skip
+
+
+# ANCHORS.md: the ARCNN, DnCNN, FBCNN, DRUNet and SwinIR tables (gray / Y PSNR).
+PUBLISHED = _table({
+    "JPEG input (published)": {"Classic5": (27.82, 30.12, 31.48, 32.43),
+                               "LIVE1": (27.77, 30.07, 31.41, 32.35)},
+    "ARCNN (Dong et al. 2015)": {"Classic5": (29.03, 31.15, 32.51, 33.32),
+                                 "LIVE1": (28.96, 31.29, 32.67, 33.63)},
+    "DnCNN-3 (Zhang et al. 2017)": {"Classic5": (29.40, 31.63, 32.91, 33.77),
+                                    "LIVE1": (29.19, 31.59, 32.98, 33.96)},
+    "FBCNN (Jiang et al. 2021)": {"Classic5": (30.12, 32.31, 33.54, 34.35),
+                                  "LIVE1": (29.75, 32.13, 33.54, 34.53)},
+    "DRUNet (Zhang et al. 2021)": {"Classic5": (30.16, 32.39, 33.59, 34.41),
+                                   "LIVE1": (29.79, 32.17, 33.59, 34.58)},
+    "SwinIR (Liang et al. 2021)": {"Classic5": (30.27, 32.52, 33.73, 34.52),
+                                   "LIVE1": (29.86, 32.25, 33.69, 34.67)},
+})  # fmt: skip
+# SSIM and PSNR-B at q10 on LIVE1.
+for _name, _ssim, _pb in (("DnCNN-3 (Zhang et al. 2017)", 0.8123, 28.90),
+                          ("FBCNN (Jiang et al. 2021)", 0.827, 29.40),
+                          ("SwinIR (Liang et al. 2021)", 0.8287, 29.50)):  # fmt: skip
+    _p = next(p for p in PUBLISHED if p.name == _name)
+    _p.figures[("LIVE1", "q=10")].update({"ssim": _ssim, "psnr_b": _pb})
+
+
+def jpeg_roundtrip(y8: np.ndarray, quality: int) -> np.ndarray:
+    """Encode an (H, W) uint8 image as baseline JPEG at ``quality`` (IJG, through Pillow) and
+    decode it: (H, W) uint8."""
+    buf = io.BytesIO()
+    Image.fromarray(y8).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("L"))
+
+
+def gray_or_y(path: Path) -> np.ndarray:
+    """The 8-bit image the protocol works on: the gray image, or MATLAB's Y of a colour one."""
+    x, _ = read_image(path)
+    if x.shape[2] == 3:
+        return y_uint8(x)
+    return np.round(x[:, :, 0] * 255).astype(np.uint8)
+
+
+@dataclass
+class JpegProtocol(Protocol):
+    qualities: tuple[int, ...] = QUALITIES
+    name: str = "jpeg"
+    title: str = "condiff evaluation: JPEG artefact removal, the field's protocol"
+    description: str = (
+        "The gray image or the BT.601 Y channel of a colour one (MATLAB rgb2ycbcr, 16-235), "
+        "encoded with the IJG encoder at quality q; estimates rounded to 8 bits; PSNR (dB) / "
+        "SSIM / PSNR-B (dB), no border."
+    )
+    baseline_label: str = "JPEG input (ours)"
+    plot: str = "jpeg_psnr.png"
+    headline: tuple[Metric, ...] = (
+        Metric("psnr", "PSNR"), Metric("ssim", "SSIM", ".4f"), Metric("psnr_b", "PSNR-B"),
+    )  # fmt: skip
+    published: list[Published] = field(default_factory=lambda: list(PUBLISHED))
+    notes: list[str] = field(
+        default_factory=lambda: [
+            "Published rows: the ARCNN, DnCNN, FBCNN, DRUNet and SwinIR tables (one model per "
+            "quality for most; DnCNN-3 and FBCNN blind), trained for days, most on larger sets "
+            "(DIV2K, Flickr2K, WED) than BSD400."
+        ]
+    )
+
+    def __post_init__(self) -> None:
+        for q in self.qualities:
+            if not 1 <= q <= 100:
+                raise ValueError(f"--quality must be in 1..100, got {q}")
+
+    def check(self, pipe) -> None:
+        task = pipe.cfg.data.task
+        if pipe.cfg.data.kind == "task" and task.name != "jpeg":
+            raise ValueError(
+                f"--protocol jpeg needs a JPEG artefact-removal model; this run was trained for "
+                f"{task.name}"
+            )
+        if pipe.target_channels != 1:
+            raise ValueError(
+                "--protocol jpeg scores gray images (the Y channel of colour ones); this model "
+                f"outputs {pipe.target_channels} channels"
+            )
+
+    def items(self, folders, *, color, limit=None, skipped=None) -> list[EvalItem]:
+        """Each folder a test set; every image at every quality (level "q=10")."""
+        items = []
+        for folder in folders:
+            paths = list_images(folder)
+            for path in paths[:limit] if limit else paths:
+                try:
+                    y8 = gray_or_y(path)
+                except ImageError as e:
+                    if skipped is None:
+                        raise
+                    skipped.append((path, str(e)))
+                    continue
+                target = to_model(y8[:, :, None].astype(np.float32) / 255)
+                for q in self.qualities:
+                    low = jpeg_roundtrip(y8, q)[:, :, None].astype(np.float32) / 255
+                    items.append(EvalItem(path.stem, to_model(low), target, Path(folder).name,
+                                          level=f"q={q}"))  # fmt: skip
+        return items
+
+    def score(self, item, pred, target) -> dict[str, float]:
+        p, t = pred[:, :, 0] * 255.0, np.round(target[:, :, 0] * 255.0)
+        return {"psnr": psnr_255(p, t), "ssim": ssim_255(p, t), "psnr_b": psnr_b(p, t)}
