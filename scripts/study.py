@@ -28,16 +28,34 @@ def train(args: argparse.Namespace, run: Path) -> float:
     cmd = [sys.executable]
     if args.gpus > 1:
         cmd += ["-m", "torch.distributed.run", f"--nproc-per-node={args.gpus}"]
-    cmd += ["-m", "condiff.cli", "train", "--config", args.config, "--no-progress",
-            f"data.root={args.data}/train/bsd400", f"train.output_dir={run}", *args.overrides]  # fmt: skip
+    cmd += [
+        "-m",
+        "condiff.cli",
+        "train",
+        "--config",
+        args.config,
+        "--no-progress",
+        f"data.root={args.data}/train/bsd400",
+        f"train.output_dir={run}",
+        *args.overrides,
+    ]
     t0 = time.perf_counter()
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    rc = subprocess.run(cmd).returncode
+    if rc not in (0, 75):  # 75: stopped early (train.max_minutes) with a whole checkpoint saved
+        raise SystemExit(f"condiff train failed with exit status {rc}")
     return time.perf_counter() - t0
 
 
-def score(args: argparse.Namespace, run: Path, estimate: str, samples: list[str] | None,
-          limit: int | None, tag: str) -> tuple[list[dict], float]:  # fmt: skip
+def score(
+    args: argparse.Namespace,
+    run: Path,
+    estimate: str,
+    samples: list[str] | None,
+    limit: int | None,
+    tag: str,
+    grids: bool = True,
+) -> tuple[list[dict], float]:
     from condiff.evaluate.run import evaluate_run
 
     t0 = time.perf_counter()
@@ -51,7 +69,7 @@ def score(args: argparse.Namespace, run: Path, estimate: str, samples: list[str]
         limit=limit,
         progress=False,
         compile=False,
-        grids=True,
+        grids=grids,
     )
     return rep.means(), time.perf_counter() - t0
 
@@ -72,7 +90,9 @@ def main() -> None:
     p.add_argument("--protocol", required=True, choices=["sr", "denoise", "jpeg"])
     p.add_argument("--sets", nargs="+", required=True)
     p.add_argument("--samples", nargs="*", default=None, help="SAMPLER:STEPS[:ETA] specs")
-    p.add_argument("--sample-limit", type=int, default=None, help="images per set for samples")
+    p.add_argument(
+        "--sample-limit", type=int, default=None, help="images per set for samples (0: none)"
+    )
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
@@ -81,16 +101,27 @@ def main() -> None:
     from condiff.checkpoint import latest_checkpoint, read_state
 
     state = read_state(latest_checkpoint(run / "checkpoints"))
-    result: dict = {"name": args.name, "overrides": args.overrides, "wall_s": wall,
-                    "train_minutes": float(state.get("train_seconds", 0)) / 60,
-                    "step": int(state["step"])}  # fmt: skip
-    print(f"[{args.name}] trained to step {result['step']} in {result['train_minutes']:.2f} min "
-          f"(wall {wall / 60:.2f} min)", flush=True)  # fmt: skip
+    result: dict = {
+        "name": args.name,
+        "overrides": args.overrides,
+        "wall_s": wall,
+        "train_minutes": float(state.get("train_seconds", 0)) / 60,
+        "step": int(state["step"]),
+    }
+    print(
+        f"[{args.name}] trained to step {result['step']} in {result['train_minutes']:.2f} min "
+        f"(wall {wall / 60:.2f} min)",
+        flush=True,
+    )
     keys = ("psnr", "ssim", "psnr_b", "psnr_y", "ssim_y", "lpips", "dists", "psnr_rgb")
-    result["mean"], t_mean = score(args, run, "mean", None, None, "mean")
+    result["mean"], t_mean = score(args, run, "mean", None, None, "mean", grids=False)
     show(args.name, result["mean"], keys)
-    result["samples"], t_smp = score(args, run, "sample", args.samples, args.sample_limit, "samples")
-    show(args.name, result["samples"], keys)
+    result["samples"], t_smp = [], 0.0
+    if args.sample_limit != 0:  # 0: the mean only
+        result["samples"], t_smp = score(
+            args, run, "both", args.samples, args.sample_limit, "samples"
+        )
+        show(args.name, result["samples"], keys)
     result["eval_s"] = {"mean": t_mean, "samples": t_smp}
     print(f"[{args.name}] evaluation: mean {t_mean:.0f} s, samples {t_smp:.0f} s", flush=True)
     (run / "result.json").write_text(json.dumps(result, indent=1))

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 import yaml
 
 ScheduleKind = Literal["linear", "cosine", "sigmoid"]
 Objective = Literal["eps", "v", "x0"]
 Weighting = Literal["uniform", "min_snr"]
-SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "euler", "heun"]
+SamplerName = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun"]
 Spacing = Literal["leading", "trailing", "linspace"]
 TaskName = Literal["super_resolution", "denoising", "colorization", "inpainting", "jpeg"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -30,9 +32,63 @@ class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the field."""
 
 
-def _check(cond: bool, name: str, msg: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"{name} {msg}, got {value!r}")
+@dataclass(frozen=True)
+class Check:
+    """A rule a field's value must keep, declared beside it: ``Annotated[float, POSITIVE]``."""
+
+    ok: Callable[[Any], bool]
+    says: str  # what is expected, e.g. "must be > 0"
+
+
+POSITIVE = Check(lambda v: v > 0, "must be > 0")
+NON_NEGATIVE = Check(lambda v: v >= 0, "must be >= 0")
+COUNT = Check(lambda v: isinstance(v, int) and v >= 1, "must be a positive integer")
+FRACTION = Check(lambda v: 0 <= v < 1, "must be in [0, 1)")
+OPEN_UNIT = Check(lambda v: 0 < v < 1, "must be in (0, 1)")
+
+
+def _range(v: Any) -> tuple[float, float]:
+    return (v, v) if isinstance(v, int | float) else (v[0], v[1])
+
+
+def level_range(value: float | tuple[float, float]) -> tuple[float, float]:
+    """``x`` or ``(lo, hi)`` -> ``(lo, hi)``: a task level that is fixed, or drawn per image."""
+    return _range(value)
+
+
+SIGMA = Check(
+    lambda v: 0 <= _range(v)[0] <= _range(v)[1] <= 255 and _range(v)[1] > 0,
+    "must be a noise std on the 0-255 scale in (0, 255], or a range [lo, hi] with "
+    "0 <= lo <= hi <= 255",
+)
+QUALITY = Check(
+    lambda v: 1 <= _range(v)[0] <= _range(v)[1] <= 100,
+    "must be a JPEG quality in 1..100, or a range [lo, hi] with 1 <= lo <= hi <= 100",
+)
+
+
+class Checked:
+    """Checks every ``Annotated[..., Check]`` field when built; errors name ``SECTION.field``."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, check in _checks(type(self)):
+            value = getattr(self, name)
+            if value is not None and not check.ok(value):
+                raise ConfigError(f"{self.SECTION}.{name} {check.says}, got {value!r}")
+
+
+@functools.cache
+def _checks(cls: type) -> list[tuple[str, Check]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return [
+        (name, meta)
+        for name, tp in hints.items()
+        if get_origin(tp) is Annotated
+        for meta in tp.__metadata__
+        if isinstance(meta, Check)
+    ]
 
 
 @dataclass
@@ -76,78 +132,58 @@ class ModelConfig:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(Checked):
     """The noising process and training objective."""
 
+    SECTION: ClassVar[str] = "diffusion"
     schedule: ScheduleKind = "linear"  # DDPM's linear betas 1e-4..0.02 (Ho et al. 2020)
-    num_timesteps: int = 1000
+    num_timesteps: Annotated[int, Check(lambda v: v >= 2, "must be >= 2")] = 1000
     rescale_zero_terminal_snr: bool = False  # Lin et al. 2024; pair with objective "v"
     objective: Objective = "eps"  # the spec's network predicts the noise
     weighting: Weighting = "uniform"
-    snr_gamma: float = 5.0  # min-SNR-gamma (Hang et al. 2023), used when weighting == "min_snr"
+    # min-SNR-gamma (Hang et al. 2023), used when weighting == "min_snr"
+    snr_gamma: Annotated[float, POSITIVE] = 5.0
     loss: Literal["l2", "l1"] = "l2"
-    cond_drop_prob: float = 0.0  # replace the condition by zeros with this probability
+    # replace the condition by zeros with this probability
+    cond_drop_prob: Annotated[float, FRACTION] = 0.0
     # Diffuse the residual target - cond[:C_target] (SRDiff, Li et al. 2022); samples add it back.
     # For tasks whose condition is already a rough target (super-resolution, denoising, JPEG).
     residual: bool = False
     # The diffusion runs on target_scale * (target [- cond]): about 0.5 / its std puts it at the
     # spread the schedule was made for (images in [-1, 1] have std ~0.5; EDM's sigma_data). A
     # 4x super-resolution residual has std ~0.12, so 4; with 1 most of the schedule is noise.
-    target_scale: float = 1.0
+    target_scale: Annotated[float, POSITIVE] = 1.0
     # Share of training samples drawn at the top timestep t = T-1 (the rest uniform). There the
     # x0 prediction is the posterior mean E[x0 | cond] (exactly so with zero terminal SNR): the
     # "mean" estimate, one network call. 0 = plain uniform timesteps.
-    top_t_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check(
-            self.num_timesteps >= 2, "diffusion.num_timesteps", "must be >= 2", self.num_timesteps
-        )
-        _check(self.target_scale > 0, "diffusion.target_scale", "must be > 0", self.target_scale)
-        _check(
-            0 <= self.top_t_fraction < 1,
-            "diffusion.top_t_fraction",
-            "must be in [0, 1)",
-            self.top_t_fraction,
-        )
-        _check(self.snr_gamma > 0, "diffusion.snr_gamma", "must be > 0", self.snr_gamma)
-        _check(
-            0 <= self.cond_drop_prob < 1,
-            "diffusion.cond_drop_prob",
-            "must be in [0, 1)",
-            self.cond_drop_prob,
-        )
+    top_t_fraction: Annotated[float, FRACTION] = 0.0
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Checked):
     """A degradation that makes the condition from a clean image, on the fly."""
 
+    SECTION: ClassVar[str] = "data.task"
     name: TaskName = "super_resolution"
-    factor: int = 4  # super_resolution: downscale factor (2, 4 or 8)
-    sigma: float = 0.2  # denoising: Gaussian noise std on the [0, 1] scale
-    quality: int = 20  # jpeg: JPEG quality 1..95
-    mask_fraction: float = 0.25  # inpainting: rough fraction of pixels hidden
+    # super_resolution: downscale factor (2, 4 or 8)
+    factor: Annotated[int, Check(lambda v: v in (2, 4, 8), "must be 2, 4 or 8")] = 4
+    # denoising: Gaussian noise std on the 0-255 scale (25 = the field's sigma 25), or a range
+    # [lo, hi] drawn uniformly per training image (a blind model, e.g. [0, 55])
+    sigma: Annotated[float | tuple[float, float], SIGMA] = 25.0
+    # jpeg: JPEG quality (IJG scale 1..100), or a range [lo, hi] drawn per training image
+    quality: Annotated[int | tuple[int, int], QUALITY] = 20
+    # inpainting: rough fraction of pixels hidden
+    mask_fraction: Annotated[float, OPEN_UNIT] = 0.25
     # super_resolution: round the low-resolution image to 8 bits, as a user's file holds it (the
     # field's protocol); false keeps it float.
     quantize: bool = True
 
-    def __post_init__(self) -> None:
-        _check(self.factor in (2, 4, 8), "data.task.factor", "must be 2, 4 or 8", self.factor)
-        _check(self.sigma > 0, "data.task.sigma", "must be > 0", self.sigma)
-        _check(1 <= self.quality <= 95, "data.task.quality", "must be in 1..95", self.quality)
-        _check(
-            0 < self.mask_fraction < 1,
-            "data.task.mask_fraction",
-            "must be in (0, 1)",
-            self.mask_fraction,
-        )
-
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     """Where images come from. ``kind: paired`` reads cond/ + target/; ``kind: task`` degrades clean images."""
 
+    SECTION: ClassVar[str] = "data"
     kind: Literal["task", "paired"] = "task"
     root: str = "bundled"  # folder of images; for kind "task", "bundled" = the shipped photographs
     cond_dir: str = "cond"  # paired: sub-folder (of root) with condition images
@@ -155,34 +191,34 @@ class DataConfig:
     manifest: str | None = None  # paired: CSV of "cond,target" paths instead of the folders
     task: TaskConfig = field(default_factory=TaskConfig)
     color: Literal["gray", "rgb"] = "gray"  # task kind: how clean images are read
-    crop_size: int = 64  # training crops (pixels per side)
-    val_count: int = 2  # images held out for validation (deterministic: by sorted name hash)
+    crop_size: Annotated[int, Check(lambda v: v >= 8, "must be >= 8")] = 64  # training crops
+    # images held out for validation (deterministic: by sorted name hash)
+    val_count: Annotated[int, NON_NEGATIVE] = 2
     flip: bool = True  # random horizontal and vertical flips
     rotate: bool = False  # also random 90-degree turns: with flips, all 8 orientations of a crop
-    num_workers: int = 0
+    num_workers: Annotated[int, NON_NEGATIVE] = 0
     pin_memory: bool = True
-
-    def __post_init__(self) -> None:
-        _check(self.crop_size >= 8, "data.crop_size", "must be >= 8", self.crop_size)
-        _check(self.val_count >= 0, "data.val_count", "must be >= 0", self.val_count)
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0", self.num_workers)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """Optimisation, precision, logging and checkpointing."""
 
+    SECTION: ClassVar[str] = "train"
     output_dir: str = "runs/default"
-    steps: int = 10000
-    batch_size: int = 32  # global batch per optimizer step (all processes, all micro-steps)
-    grad_accum: int = 1  # micro-steps per optimizer step
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 500
+    steps: Annotated[int, COUNT] = 10000
+    # global batch per optimizer step (all processes, all micro-steps)
+    batch_size: Annotated[int, COUNT] = 32
+    grad_accum: Annotated[int, COUNT] = 1  # micro-steps per optimizer step
+    lr: Annotated[float, POSITIVE] = 2e-4
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    betas: Annotated[
+        tuple[float, float], Check(lambda v: all(0 <= b < 1 for b in v), "must be in [0, 1)")
+    ] = (0.9, 0.999)
+    warmup_steps: Annotated[int, NON_NEGATIVE] = 500
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    ema_decay: float = 0.999
+    grad_clip: Annotated[float, NON_NEGATIVE] = 1.0  # max global grad norm; 0 disables clipping
+    ema_decay: Annotated[float, FRACTION] = 0.999
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool | None = None  # torch.compile the network; None: on for CUDA
@@ -191,73 +227,45 @@ class TrainConfig:
     fused_adamw: bool | None = None  # None: on for CUDA
     seed: int = 0
     device: str = "auto"
-    log_every: int = 50
-    image_every: int = 1000
-    val_every: int = 1000
-    val_steps: int = 20  # sampler steps for validation PSNR/SSIM
-    ckpt_every: int = 1000
-    keep_last: int = 3
-    max_nonfinite: int = 20  # consecutive non-finite losses before the run stops
+    log_every: Annotated[int, COUNT] = 50
+    image_every: Annotated[int, COUNT] = 1000
+    val_every: Annotated[int, COUNT] = 1000
+    val_steps: Annotated[int, COUNT] = 20  # sampler steps for validation PSNR/SSIM
+    ckpt_every: Annotated[int, COUNT] = 1000
+    keep_last: Annotated[int, COUNT] = 3
+    # consecutive non-finite losses before the run stops
+    max_nonfinite: Annotated[int, COUNT] = 20
     # Start from trained weights (and their EMA) with a fresh optimizer at step 0: a run or
     # checkpoint folder, or "pretrained:NAME" for weights shipped with condiff (fine-tuning).
     # Ignored when --resume finds a checkpoint of this run.
     init_from: str | None = None
     # Stop with a checkpoint after this many minutes in the training loop (a job's time limit);
     # --resume auto continues. None: no limit.
-    max_minutes: float | None = None
+    max_minutes: Annotated[float | None, POSITIVE] = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "steps",
-            "batch_size",
-            "grad_accum",
-            "log_every",
-            "image_every",
-            "val_every",
-            "ckpt_every",
-            "keep_last",
-            "max_nonfinite",
-            "val_steps",
-        ):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 1, f"train.{name}", "must be a positive integer", v)
-        _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
-        if self.max_minutes is not None:
-            _check(self.max_minutes > 0, "train.max_minutes", "must be > 0", self.max_minutes)
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
-        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0", self.warmup_steps)
-        _check(self.grad_clip >= 0, "train.grad_clip", "must be >= 0", self.grad_clip)
-        _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)", self.ema_decay)
-        _check(all(0 <= b < 1 for b in self.betas), "train.betas", "must be in [0, 1)", self.betas)
-        _check(
-            self.batch_size % self.grad_accum == 0,
-            "train.batch_size",
-            f"must be divisible by train.grad_accum={self.grad_accum}",
-            self.batch_size,
-        )
+        super().__post_init__()
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"train.batch_size must be divisible by train.grad_accum={self.grad_accum}, "
+                f"got {self.batch_size!r}"
+            )
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Checked):
     """Default sampling settings stored with a run (the CLI can override each)."""
 
+    SECTION: ClassVar[str] = "sample"
     sampler: SamplerName = "dpmpp_2m"
-    steps: int = 20
-    eta: float = 0.0
+    steps: Annotated[int, COUNT] = 20
+    # stochasticity: 0 deterministic, 1 ancestral (ddim, ddpm, dpmpp_2m_sde); None: the
+    # sampler's own default (ddim 0, dpmpp_2m_sde 1)
+    eta: Annotated[float | None, NON_NEGATIVE] = None
     spacing: Spacing = "trailing"
     clip: bool = True  # clip x0 predictions to [-1, 1]
-    dynamic_threshold: float | None = None  # percentile in (0, 1), e.g. 0.995 (Imagen); None = off
-
-    def __post_init__(self) -> None:
-        _check(self.steps >= 1, "sample.steps", "must be >= 1", self.steps)
-        _check(self.eta >= 0, "sample.eta", "must be >= 0", self.eta)
-        if self.dynamic_threshold is not None:
-            _check(
-                0 < self.dynamic_threshold < 1,
-                "sample.dynamic_threshold",
-                "must be in (0, 1)",
-                self.dynamic_threshold,
-            )
+    # percentile in (0, 1), e.g. 0.995 (Imagen); None = off
+    dynamic_threshold: Annotated[float | None, OPEN_UNIT] = None
 
 
 @dataclass

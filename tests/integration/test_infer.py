@@ -312,25 +312,49 @@ def test_batch_jobs_skip_bad_files_and_write_the_rest(tiny_run, tmp_path):
     (folder / "d.png").write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
     p = run_cli(
-        "sample", "--checkpoint", str(tiny_run), "--input", str(folder), "--output", str(out),
-        "--no-progress", check=False,
-    )  # fmt: skip
+        "sample",
+        "--checkpoint",
+        str(tiny_run),
+        "--input",
+        str(folder),
+        "--output",
+        str(out),
+        "--no-progress",
+        check=False,
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     assert sorted(x.name for x in out.iterdir()) == ["a.png", "c.png"]
     assert "2 image(s) done" in p.stdout and "2 skipped" in p.stdout
     assert "b.png" in p.stdout and "d.png" in p.stdout
     p = run_cli(
-        "sample", "--checkpoint", str(tiny_run), "--input", str(folder), "--output",
-        str(tmp_path / "strict"), "--strict", "--no-progress", check=False,
-    )  # fmt: skip
+        "sample",
+        "--checkpoint",
+        str(tiny_run),
+        "--input",
+        str(folder),
+        "--output",
+        str(tmp_path / "strict"),
+        "--strict",
+        "--no-progress",
+        check=False,
+    )
     assert p.returncode == 2 and "b.png" in p.stderr and not (tmp_path / "strict").exists()
     # evaluate over the same folder: the bad files are listed in the report, the rest scored
     (folder / "e.png").write_bytes((folder / "a.png").read_bytes())
     rep = tmp_path / "rep"
     p = run_cli(
-        "evaluate", "--checkpoint", str(tiny_run), "--images", str(folder), "--output", str(rep),
-        "--estimate", "mean", "--no-progress", check=False,
-    )  # fmt: skip
+        "evaluate",
+        "--checkpoint",
+        str(tiny_run),
+        "--images",
+        str(folder),
+        "--output",
+        str(rep),
+        "--estimate",
+        "mean",
+        "--no-progress",
+        check=False,
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     rows = list(csv.DictReader((rep / "metrics.csv").open()))
     assert {r["image"] for r in rows} == {"a", "c", "e"}

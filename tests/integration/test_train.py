@@ -310,10 +310,32 @@ def test_colour_sr_config_trains_a_tiny_rgb_model_and_samples_it(tmp_path):
     assert saved.data.color == "rgb" and saved.diffusion.target_scale == 4.0
     assert (saved.model.in_img_channels, saved.model.out_img_channels) == (6, 3)
     out = tmp_path / "out"
-    run_cli("sample", "--checkpoint", str(run), "--input", str(data / "0.png"), "--output",
-            str(out), "--steps", "2", "--no-progress")  # fmt: skip
+    run_cli(
+        "sample",
+        "--checkpoint",
+        str(run),
+        "--input",
+        str(data / "0.png"),
+        "--output",
+        str(out),
+        "--steps",
+        "2",
+        "--no-progress",
+    )
     img = Image.open(out / "0.png")
     assert img.mode == "RGB" and img.size == (48, 40)
-    p = run_cli("evaluate", "--checkpoint", str(run), "--protocol", "sr", "--images", str(data),
-                "--steps-list", "2", "--output", str(tmp_path / "rep"), "--no-progress")  # fmt: skip
+    p = run_cli(
+        "evaluate",
+        "--checkpoint",
+        str(run),
+        "--protocol",
+        "sr",
+        "--images",
+        str(data),
+        "--steps-list",
+        "2",
+        "--output",
+        str(tmp_path / "rep"),
+        "--no-progress",
+    )
     assert "Colour (RGB PSNR" in p.stdout and "Cb " in p.stdout

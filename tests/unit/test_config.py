@@ -52,6 +52,12 @@ def test_demo_yaml_is_the_demo_config(device, name):
         ({"train": {"lrr": 1.0}}, "train.lrr"),
         ({"data": {"crop_size": 4}}, "data.crop_size"),
         ({"train": {"attention": "flash"}}, "train.attention"),
+        ({"data": {"task": {"sigma": 300}}}, "data.task.sigma"),
+        ({"data": {"task": {"sigma": [40, 10]}}}, "data.task.sigma"),
+        ({"data": {"task": {"quality": [5, 101]}}}, "data.task.quality"),
+        ({"data": {"task": {"quality": 0}}}, "data.task.quality"),
+        ({"sample": {"eta": -1}}, "sample.eta"),
+        ({"train": {"max_minutes": 0}}, "train.max_minutes"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

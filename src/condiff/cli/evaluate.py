@@ -126,8 +126,16 @@ def _add_sweep(s: argparse.ArgumentParser) -> None:
         nargs="+",
         type=float,
         default=None,
-        help="stochasticity of the samples (ddim/ddpm/dpmpp_2m_sde: 0 deterministic, 1 "
-        "ancestral; default: the run's sample.eta); several values sweep it",
+        help="stochasticity of the samples (ddim, dpmpp_2m_sde: 0 deterministic, 1 "
+        "ancestral; default: the run's sample.eta, else the sampler's own); several sweep it",
+    )
+    s.add_argument(
+        "--samples",
+        nargs="+",
+        default=None,
+        metavar="SAMPLER:STEPS[:ETA]",
+        help="score exactly these sample settings instead of --samplers x --steps-list x --eta, "
+        "e.g. dpmpp_2m:20 dpmpp_2m_sde:30:1 ddpm:100 (the perception-distortion plane)",
     )
 
 
@@ -150,6 +158,7 @@ def run(a: argparse.Namespace) -> int:
         samplers=a.samplers,
         steps=a.steps_list,
         etas=a.eta,
+        samples=a.samples,
         seed=a.seed,
         device=a.device,
         dtype=a.dtype,

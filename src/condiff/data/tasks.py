@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from condiff.config import TaskConfig
+from condiff.config import TaskConfig, level_range
 
 
 def resize_bicubic(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -84,14 +84,24 @@ class SuperResolution(Task):
         return cond  # the bicubic upscale itself
 
 
+def draw(level: float | tuple[float, float], rng: np.random.Generator, integer: bool = False):
+    """A fixed level, or one drawn uniformly from ``[lo, hi]`` (inclusive for integers)."""
+    lo, hi = level_range(level)
+    if lo == hi:
+        return lo
+    return int(rng.integers(lo, hi + 1)) if integer else float(rng.uniform(lo, hi))
+
+
 class Denoising(Task):
-    """Condition: target + Gaussian noise of std ``sigma`` (on the [0, 1] scale)."""
+    """Condition: target + Gaussian noise of std ``sigma`` on the 0-255 scale (a fixed level, or
+    one drawn per image from a range: a blind model); not clipped, as the field's protocol."""
 
     name = "denoising"
 
     def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        sigma = draw(self.cfg.sigma, rng)
         noise = torch.from_numpy(rng.standard_normal(target.shape).astype(np.float32))
-        return target + 2 * self.cfg.sigma * noise  # [-1, 1] scale doubles the std
+        return target + (2 * sigma / 255) * noise  # [-1, 1] scale doubles the std
 
 
 class Colorization(Task):
@@ -139,17 +149,19 @@ class Inpainting(Task):
 
 
 class Jpeg(Task):
-    """Condition: the target JPEG-compressed at ``quality``."""
+    """Condition: the target JPEG-compressed at ``quality`` (IJG, through Pillow; a fixed
+    quality, or one drawn per image from a range)."""
 
     name = "jpeg"
 
     def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
+        quality = draw(self.cfg.quality, rng, integer=True)
         arr = np.round(((target.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).astype(
             np.uint8
         )
         im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
         buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=self.cfg.quality)
+        im.save(buf, format="JPEG", quality=quality)
         out = np.asarray(Image.open(buf)).astype(np.float32) / 127.5 - 1
         if out.ndim == 2:
             out = out[:, :, None]

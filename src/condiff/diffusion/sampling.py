@@ -21,7 +21,7 @@ def sample(
     target_channels: int,
     sampler: str = "dpmpp_2m",
     steps: int = 20,
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
     objective: str = "eps",
@@ -58,4 +58,5 @@ def sample(
         clip_value=clip_value,
         dynamic_threshold_percentile=dynamic_threshold_percentile,
     )
-    return fn(denoise, x_T, schedule, timesteps, eta=eta, generator=generator, progress=progress)
+    kw = {} if eta is None else {"eta": eta}  # None: the sampler's own default
+    return fn(denoise, x_T, schedule, timesteps, generator=generator, progress=progress, **kw)

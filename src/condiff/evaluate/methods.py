@@ -69,6 +69,26 @@ def default_methods(
     return methods
 
 
+def parse_sample_spec(text: str) -> Method:
+    """``SAMPLER:STEPS[:ETA]`` (e.g. ``ddpm:100``, ``dpmpp_2m_sde:30:1``) -> a sample method."""
+    from condiff.diffusion.samplers import SAMPLERS
+
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3) or parts[0] not in SAMPLERS:
+            raise ValueError
+        steps = int(parts[1])
+        eta = float(parts[2]) if len(parts) == 3 else None
+        if steps < 1 or (eta is not None and eta < 0):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"--samples expects SAMPLER:STEPS[:ETA] with SAMPLER one of {sorted(SAMPLERS)}, "
+            f"STEPS >= 1 and ETA >= 0, got {text!r}"
+        ) from None
+    return Method("sample", parts[0], steps, eta=eta)
+
+
 def method_order(m: dict) -> tuple:
     """Sort key for report rows: baseline, then means, then samples, cheapest first."""
     rank = {"baseline": 0, "mean": 1, "sample": 2}[str(m["estimate"])]

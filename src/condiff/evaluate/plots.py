@@ -46,8 +46,14 @@ def plot_headline(mm: Means, path: Path) -> None:
             (k, pub.figures[c][key]) for k, c in enumerate(cols) if key in pub.figures.get(c, {})
         ]
         for j, (k, v) in enumerate(hits):
-            ax.hlines(v, k - 0.45, k + 0.45, colors="0.25", linestyles=styles[shown % len(styles)],
-                      label=f"{pub.name}, published" if j == 0 else None)  # fmt: skip
+            ax.hlines(
+                v,
+                k - 0.45,
+                k + 0.45,
+                colors="0.25",
+                linestyles=styles[shown % len(styles)],
+                label=f"{pub.name}, published" if j == 0 else None,
+            )
         shown += bool(hits)
     ax.set_ylim(min(values or [20.0]) - 2, None)
     ax.set_xticks(range(len(cols)), [f"{g}\n{lv}".strip() for g, lv in cols])
@@ -98,8 +104,11 @@ def plot_pd_plane(mm: Means, path: Path) -> None:
     sampler, steps, eta), the input, and the published rows that give both."""
     plt = _plt()
     key = mm.protocol.headline[0].key
-    cols = [(g, lv) for g, lv in _columns(mm)
-            if any("lpips" in (mm.get(lb, g, lv) or {}) for lb in mm.labels)][:6]  # fmt: skip
+    cols = [
+        (g, lv)
+        for g, lv in _columns(mm)
+        if any("lpips" in (mm.get(lb, g, lv) or {}) for lb in mm.labels)
+    ][:6]
     fig, axes = plt.subplots(1, len(cols), figsize=(5.2 * len(cols), 4.6), squeeze=False)
     for ax, (g, lv) in zip(axes[0], cols, strict=True):
         for i, label in enumerate(mm.labels):
@@ -107,14 +116,25 @@ def plot_pd_plane(mm: Means, path: Path) -> None:
             if m and "lpips" in m and key in m:
                 marker = "s" if m["estimate"] == "baseline" else "*" if label == "mean" else "o"
                 ax.scatter(m[key], m["lpips"], color=f"C{i % 10}", marker=marker, s=60)
-                ax.annotate(label, (m[key], m["lpips"]), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    label,
+                    (m[key], m["lpips"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         for pub in mm.protocol.published:
             f = pub.figures.get((g, lv), {})
             if key in f and "lpips" in f:
                 ax.scatter(f[key], f["lpips"], color="0.3", marker="x", s=40)
-                ax.annotate(pub.name.split(" (")[0], (f[key], f["lpips"]), fontsize=6,
-                            color="0.3", xytext=(3, -8), textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    pub.name.split(" (")[0],
+                    (f[key], f["lpips"]),
+                    fontsize=6,
+                    color="0.3",
+                    xytext=(3, -8),
+                    textcoords="offset points",
+                )
         ax.set_xlabel(f"{mm.protocol.headline[0].label} (dB), higher is better")
         ax.set_ylabel("LPIPS (alex), lower is better")
         ax.set_title(f"{g} {lv}".strip())

@@ -173,9 +173,20 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
         if plan.extra is not None:
             scores.update(plan.extra(pred, tgt))
         report.rows.append(
-            Row(it.group, it.name, m.label, m.estimate, m.sampler, m.steps, m.nfe, dt, scores,
-                it.level, it.also)
-        )  # fmt: skip
+            Row(
+                it.group,
+                it.name,
+                m.label,
+                m.estimate,
+                m.sampler,
+                m.steps,
+                m.nfe,
+                dt,
+                scores,
+                it.level,
+                it.also,
+            )
+        )
         if m.estimate == "baseline" or (m.estimate == "mean" and "mean" not in panels):
             panels[m.estimate] = pred
         if m == plan.grid_sample and plan.grids:
@@ -214,10 +225,19 @@ def write_csvs(report: Report) -> list[dict]:
         w.writerow([*head, "seconds", *names])
         for r in report.rows:
             w.writerow(
-                [r.group, r.level, r.image, r.method, r.estimate, r.sampler, r.steps, r.nfe,
-                 f"{r.seconds:.4f}", *(f"{r.metrics[m]:.5f}" if m in r.metrics else ""
-                                        for m in names)]
-            )  # fmt: skip
+                [
+                    r.group,
+                    r.level,
+                    r.image,
+                    r.method,
+                    r.estimate,
+                    r.sampler,
+                    r.steps,
+                    r.nfe,
+                    f"{r.seconds:.4f}",
+                    *(f"{r.metrics[m]:.5f}" if m in r.metrics else "" for m in names),
+                ]
+            )
     means = report.means()
     with (out / "summary.csv").open("w", newline="") as f:
         keys: list[str] = []

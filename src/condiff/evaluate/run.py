@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from condiff import checkpoint as ckpt
-from condiff.evaluate.methods import Method, default_methods
+from condiff.evaluate.methods import Method, default_methods, parse_sample_spec
 from condiff.evaluate.protocols import (
     PROTOCOLS,
     DefaultProtocol,
@@ -55,9 +55,13 @@ def make_protocol(
 
 
 def run_items(
-    pipe: Pipeline, images: str | None, *, max_side: int | None, limit: int | None = None,
+    pipe: Pipeline,
+    images: str | None,
+    *,
+    max_side: int | None,
+    limit: int | None = None,
     held_out: bool = True,
-) -> list[EvalItem]:  # fmt: skip
+) -> list[EvalItem]:
     """Items of the default protocol: clean images + the run's task, or the run's held-out
     split (``held_out=False``: its training split, e.g. for int8 calibration)."""
     proto = DefaultProtocol(pipe=pipe, work=run_dir_of(pipe), max_side=max_side, held_out=held_out)
@@ -80,6 +84,7 @@ def evaluate_run(
     samplers: list[str] | None = None,
     steps: list[int] | None = None,
     etas: list[float] | None = None,
+    samples: list[str] | None = None,
     seed: int = 0,
     device: str = "auto",
     dtype: str | None = None,
@@ -101,7 +106,9 @@ def evaluate_run(
     images (``images``; each folder a test set). ``metrics``: perceptual scores to add (default:
     LPIPS and DISTS where set up; the report says which were skipped and why).
     ``estimate``: "mean", "sample" or "both"; ``num_samples=K > 1`` adds the mean of K samples;
-    ``etas``: the samples' stochasticity (one row per value). Unreadable image files are listed
+    ``etas``: the samples' stochasticity (one row per value); ``samples``: explicit sample
+    methods instead, each ``SAMPLER:STEPS[:ETA]`` (e.g. for the perception-distortion plane).
+    Unreadable image files are listed
     in ``report.skipped`` (and report.md) and left out; ``strict=True`` stops at the first.
     """
     if estimate not in ("both", "mean", "sample"):
@@ -111,11 +118,18 @@ def evaluate_run(
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {list(PROTOCOLS)}")
     dev = resolve_device(device)
-    pipe = load(checkpoint, device=dev, dtype=dtype or default_dtype(dev), compile=compile,
-                graphs=graphs, use_ema=use_ema)  # fmt: skip
+    pipe = load(
+        checkpoint,
+        device=dev,
+        dtype=dtype or default_dtype(dev),
+        compile=compile,
+        graphs=graphs,
+        use_ema=use_ema,
+    )
     folders = [Path(p) for p in ([images] if isinstance(images, str) else images or [])]
-    proto = make_protocol(protocol, pipe, data=data, max_side=max_side, sigmas=sigmas,
-                          qualities=qualities)  # fmt: skip
+    proto = make_protocol(
+        protocol, pipe, data=data, max_side=max_side, sigmas=sigmas, qualities=qualities
+    )
     if protocol != "default" and not folders:
         raise ValueError(
             f"--protocol {protocol} needs --images FOLDER [FOLDER ...], each a test set of clean "
@@ -127,6 +141,10 @@ def evaluate_run(
     color = "gray" if pipe.target_channels == 1 else "rgb"
     items = proto.items(folders, color=color, limit=limit, skipped=skipped)
     plan = _plan(pipe, proto, estimate, num_samples, sweep, samplers, steps, etas, seed, grids)
+    if samples and estimate != "mean":
+        specs = [parse_sample_spec(s) for s in samples]
+        plan.methods = [m for m in plan.methods if m.estimate != "sample"] + specs
+        plan.grid_sample = specs[0]
     extra, notes = _perceptual(metrics, dev)
     plan.extra = extra
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"

@@ -85,9 +85,10 @@ def narrow_table(mm: Means) -> list[str]:
     for m in sorted(mm.records, key=method_order):
         cells = [format(m[k.key], k.fmt) if k.key in m else "-" for k in ms]
         lines.append(
-            f"| {mm.label(m)} | {m['nfe'] or '-'} | {m['images']} | " + " | ".join(cells)
+            f"| {mm.label(m)} | {m['nfe'] or '-'} | {m['images']} | "
+            + " | ".join(cells)
             + f" | {m['seconds_per_image']:.3f} |"
-        )  # fmt: skip
+        )
     return lines
 
 
@@ -147,8 +148,13 @@ def perceptual_tables(mm: Means) -> list[str]:
     if not ms or not mm.protocol.wide:
         return []
     pair = (mm.protocol.headline[0], *ms)
-    lines = ["", "Perceptual scores (" + " / ".join(k.label for k in pair)
-             + "; LPIPS and DISTS: lower is better):", ""]  # fmt: skip
+    lines = [
+        "",
+        "Perceptual scores ("
+        + " / ".join(k.label for k in pair)
+        + "; LPIPS and DISTS: lower is better):",
+        "",
+    ]
     for lv in mm.levels:
         if lv:
             lines += ["", f"{lv}:", ""]
@@ -173,8 +179,13 @@ def summary_markdown(report: Report, protocol: Protocol) -> str:
     def table(metric: Metric, title: str, extra: tuple = ()) -> list[str]:
         if not mm.has(metric.key):
             return []
-        out = ["", title, "", "| method | " + " | ".join(mm.groups) + " |",
-               "|---|" + "---|" * len(mm.groups)]  # fmt: skip
+        out = [
+            "",
+            title,
+            "",
+            "| method | " + " | ".join(mm.groups) + " |",
+            "|---|" + "---|" * len(mm.groups),
+        ]
         for label in mm.labels:
             cells = []
             for g in mm.groups:
@@ -193,8 +204,11 @@ def summary_markdown(report: Report, protocol: Protocol) -> str:
 
 def _closing(report: Report, protocol: Protocol, mm: Means) -> list[str]:
     caption = grid_caption(report, protocol.has_baseline())
-    plots = [p for p in (protocol.plot, "quality_vs_steps.png", "pd_plane.png")
-             if p and (report.out_dir / p).is_file()]  # type: ignore[operator]  # fmt: skip
+    plots = [
+        p
+        for p in (protocol.plot, "quality_vs_steps.png", "pd_plane.png")
+        if p and (report.out_dir / p).is_file()
+    ]  # type: ignore[operator]
     lines = [
         "",
         "The mean is the posterior mean, the minimum-MSE estimate: it scores the highest PSNR "

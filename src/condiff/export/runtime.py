@@ -22,8 +22,9 @@ from condiff.diffusion.objectives import (
     decode_target,
     to_x0,
 )
-from condiff.diffusion.samplers import estimate_plan, get_sampler
+from condiff.diffusion.samplers import estimate_plan, get_sampler, network_calls
 from condiff.diffusion.schedule import NoiseSchedule, spaced_timesteps
+from condiff.infer.progress import Callback, Counted
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 
 
@@ -80,12 +81,13 @@ class OrtPipeline:
         overlap: int | None = None,
         progress: bool = False,
         noise: np.ndarray | None = None,
+        callback: Callback | None = None,
     ) -> np.ndarray:
         """Returns ``(B, C, H, W)``, or ``(B, K, C, H, W)`` for ``num_samples=K > 1`` samples;
         ``estimate="mean"``: ``(B, C, H, W)``, as :meth:`condiff.infer.Pipeline.__call__`.
 
         ``rng``: a numpy Generator or a seed; ``noise``: the starting noise ``(B*K, C, H', W')``
-        at the padded size, instead of drawing it.
+        at the padded size, instead of drawing it. ``callback``: as the torch pipeline's.
         """
         cond = batched_condition(cond, self.cond_channels)
         sc, d = self.cfg.sample, self.cfg.diffusion
@@ -98,7 +100,9 @@ class OrtPipeline:
         b = cond.shape[0]
         padded, (h, w) = pad_to_multiple(cond.astype(np.float32), self.size_multiple)
         overlap = self.window // 4 if overlap is None else overlap
-        net = TiledModel(self.network, self.window, overlap, max_batch=16)
+        net: TiledModel | Counted = TiledModel(self.network, self.window, overlap, max_batch=16)
+        if callback is not None:
+            net = Counted(net, network_calls(sampler, steps), callback)
         cond_k = np.repeat(padded, num_samples, axis=0)
         shape = (b * num_samples, self.target_channels, *padded.shape[-2:])
         if noise is None:
@@ -115,7 +119,13 @@ class OrtPipeline:
 
         timesteps = spaced_timesteps(self.schedule.num_timesteps, steps, spacing)
         out = fn(
-            denoise, noise, self.schedule, timesteps, eta=eta, generator=rng, progress=progress
+            denoise,
+            noise,
+            self.schedule,
+            timesteps,
+            generator=rng,
+            progress=progress,
+            **({} if eta is None else {"eta": eta}),
         )
         out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)
         out = np.clip(out[:, :, :h, :w], -1, 1)

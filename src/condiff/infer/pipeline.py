@@ -13,8 +13,9 @@ from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
 from condiff.diffusion.denoiser import randn
 from condiff.diffusion.objectives import batched_condition, decode_target
-from condiff.diffusion.samplers import estimate_plan, get_sampler
+from condiff.diffusion.samplers import estimate_plan, get_sampler, network_calls
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
+from condiff.infer.progress import Callback, Counted, Progress
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
 from condiff.nn.precision import autocast_ctx, autocast_dtype
@@ -80,6 +81,49 @@ class Pipeline:
         out = out.view(b, k, *out.shape[1:])
         return out.mean(1) if mean else out
 
+    def _graph_key(
+        self,
+        cond_k: Tensor,
+        sampler: str,
+        steps: int,
+        spacing: str,
+        overlap: int,
+        eta: float | None,
+    ) -> tuple | None:
+        """The CUDA-graph cache key of a call (None where graphs do not apply); counts calls:
+        a graph is captured on the second call with the same shapes (a one-off image is cheaper
+        to run eagerly than to warm up, capture and replay once)."""
+        if not (
+            self.graphs
+            and self.device.type == "cuda"
+            and sampler in DETERMINISTIC
+            and (sampler != "ddim" or not eta)
+            and self.cfg.sample.dynamic_threshold is None
+        ):
+            return None
+        key = (tuple(cond_k.shape), sampler, steps, spacing, overlap)
+        self._calls[key] = self._calls.get(key, 0) + 1
+        return key
+
+    def _graphed_run(
+        self, key: tuple, net, cond_k: Tensor, x_T: Tensor, sampler: str, steps: int, spacing: str
+    ) -> Tensor:
+        if key not in self._graphed:
+            self._graphed[key] = GraphedSampler(
+                net,
+                self.schedule,
+                cond_k,
+                x_T,
+                sampler=sampler,
+                steps=steps,
+                objective=self.cfg.diffusion.objective,
+                spacing=spacing,
+                clip=self.cfg.sample.clip,
+                clip_value=self.cfg.diffusion.target_scale,
+                autocast_dtype=autocast_dtype(self.dtype),
+            )
+        return self._graphed[key](cond_k, x_T)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -94,6 +138,7 @@ class Pipeline:
         overlap: int | None = None,
         progress: bool = False,
         noise: Tensor | None = None,
+        callback: Callback | None = None,
     ) -> Tensor:
         """``cond`` ``(B, C_cond, H, W)`` in [-1, 1], any H and W -> estimates in [-1, 1].
 
@@ -104,6 +149,9 @@ class Pipeline:
         larger than the training window run as overlapping tiles (``overlap`` defaults to
         window / 4). ``noise``: the starting noise ``(B*K, C, H', W')`` at the padded size,
         instead of drawing it from ``generator`` (the server draws it per request).
+        ``callback(Progress)``: called before each network call and after each chunk of tiles;
+        raising :class:`condiff.infer.progress.Cancelled` stops the run (a CUDA-graph replay
+        runs whole: the callback sees its start and its end).
         """
         cond = batched_condition(cond, self.cond_channels)
         sc = self.cfg.sample
@@ -118,7 +166,7 @@ class Pipeline:
         padded, (h, w) = pad_to_multiple(cond, self.size_multiple)
         overlap = self.window // 4 if overlap is None else overlap
         net = TiledModel(
-            self.net, self.window, overlap, max_batch=64 if self.device.type == "cuda" else 16
+            self.net, self.window, overlap, max_batch=256 if self.device.type == "cuda" else 16
         )
         cond_k = padded.repeat_interleave(num_samples, dim=0)  # (B*K, C, H', W')
         shape = (b * num_samples, self.target_channels, *padded.shape[-2:])
@@ -128,35 +176,17 @@ class Pipeline:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
         else:
             x_T = noise.to(self.device, torch.float32)
-        key = None
-        if (
-            self.graphs
-            and self.device.type == "cuda"
-            and sampler in DETERMINISTIC
-            and (sampler != "ddim" or eta == 0)
-            and sc.dynamic_threshold is None
-        ):
-            key = (tuple(cond_k.shape), sampler, steps, spacing, overlap)
-            # Capture lazily, on the second call with the same shapes: a one-off image is cheaper
-            # to run eagerly than to warm up, capture and replay once.
-            self._calls[key] = self._calls.get(key, 0) + 1
+        calls = network_calls(sampler, steps)
+        key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta)
         if key is not None and (key in self._graphed or self._calls[key] >= 2):
-            if key not in self._graphed:
-                self._graphed[key] = GraphedSampler(
-                    net,
-                    self.schedule,
-                    cond_k,
-                    x_T,
-                    sampler=sampler,
-                    steps=steps,
-                    objective=self.cfg.diffusion.objective,
-                    spacing=spacing,
-                    clip=sc.clip,
-                    clip_value=self.cfg.diffusion.target_scale,
-                    autocast_dtype=autocast_dtype(self.dtype),
-                )
-            out = self._graphed[key](cond_k, x_T)
+            if callback is not None:
+                callback(Progress(0, calls))
+            out = self._graphed_run(key, net, cond_k, x_T, sampler, steps, spacing)
+            if callback is not None:
+                callback(Progress(calls, calls))
             return self._finish(out, cond_k, b, num_samples, h, w, mean)
+        if callback is not None:
+            net = Counted(net, calls, callback)
         timesteps = self.schedule.timesteps(steps, spacing)
         denoise = make_denoiser(
             net,
@@ -174,9 +204,9 @@ class Pipeline:
                 x_T,
                 self.schedule,
                 timesteps,
-                eta=eta,
                 generator=generator,
                 progress=progress,
+                **({} if eta is None else {"eta": eta}),  # None: the sampler's own default
             )
         return self._finish(out, cond_k, b, num_samples, h, w, mean)
 

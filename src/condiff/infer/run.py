@@ -91,19 +91,8 @@ def sample_files(
     opts = dict(
         estimate=estimate, sampler=sampler, steps=steps, num_samples=num_samples, overlap=overlap
     )
-    run: Engine
     if engine == "onnxruntime":
-        if onnx_model is None:
-            raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
-        from condiff.export.runtime import OrtPipeline
-
-        ort_pipe = OrtPipeline(onnx_model)
-        cc = ort_pipe.cond_channels
-
-        def run(conds: np.ndarray, bi: int) -> np.ndarray:
-            res = ort_pipe(conds, rng=seed + bi, progress=progress, **opts)
-            return res if res.ndim == 5 else res[:, None]
-
+        run, cc = _onnx_engine(onnx_model, seed, progress, opts)
     elif engine == "torch":
         if checkpoint is None:
             raise ValueError("--checkpoint is required with the torch engine")
@@ -119,18 +108,9 @@ def sample_files(
             f"this model's condition has {cc} channels; condiff sample reads gray (1) or RGB (3) "
             "images; use the Python API (condiff.load) for other layouts"
         )
-    color = "gray" if cc == 1 else "rgb"
     skipped: list[tuple[Path, str]] = []
     # a bad file is an error (--strict) or is reported and skipped; the others are written
     infos = {i.path: i for i in probe_images(files, None if strict else skipped)}
-    by_size: dict[tuple[int, int], list[Path]] = {}
-    for p, info in infos.items():
-        by_size.setdefault((info.height, info.width), []).append(p)
-    batches = [
-        group[i : i + batch_size]
-        for group in by_size.values()
-        for i in range(0, len(group), batch_size)
-    ]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -138,22 +118,9 @@ def sample_files(
         bar = tqdm(total=len(infos), desc="sample", unit="img")
     written: list[Path] = []
     done = 0
-    for bi, batch in enumerate(batches):
-        conds, good = [], []
-        for p in batch:
-            try:  # a header can be fine and the pixels truncated
-                c = read_image(p, color)[0].transpose(2, 0, 1) * 2 - 1  # (C, H, W) in [-1, 1]
-            except ImageError as e:
-                if strict:
-                    raise
-                skipped.append((p, str(e)))
-                continue
-            if upscale > 1:
-                c = np.clip(
-                    resize_bicubic_np(c, (c.shape[1] * upscale, c.shape[2] * upscale)), -1, 1
-                )
-            conds.append(c)
-            good.append(p)
+    color = "gray" if cc == 1 else "rgb"
+    for bi, batch in enumerate(same_size_batches(infos, batch_size)):
+        conds, good = read_conditions(batch, color, upscale, strict, skipped)
         if conds:
             res = run(np.stack(conds).astype(np.float32), bi)
             for p, samples in zip(good, res, strict=True):
@@ -164,6 +131,51 @@ def sample_files(
     if bar is not None:
         bar.close()
     return SampleReport(written, done, skipped)
+
+
+def same_size_batches(infos: dict, batch_size: int) -> list[list[Path]]:
+    """Files grouped by (H, W), cut into batches of at most ``batch_size``."""
+    by_size: dict[tuple[int, int], list[Path]] = {}
+    for p, info in infos.items():
+        by_size.setdefault((info.height, info.width), []).append(p)
+    return [g[i : i + batch_size] for g in by_size.values() for i in range(0, len(g), batch_size)]
+
+
+def read_conditions(
+    batch: list[Path], color: str, upscale: int, strict: bool, skipped: list[tuple[Path, str]]
+) -> tuple[list[np.ndarray], list[Path]]:
+    """(C, H, W) conditions in [-1, 1] (bicubic-upscaled if asked) and the files they came
+    from; a file whose pixels cannot be read raises (``strict``) or is listed in ``skipped``."""
+    conds, good = [], []
+    for p in batch:
+        try:  # a header can be fine and the pixels truncated
+            c = read_image(p, color)[0].transpose(2, 0, 1) * 2 - 1  # (C, H, W) in [-1, 1]
+        except ImageError as e:
+            if strict:
+                raise
+            skipped.append((p, str(e)))
+            continue
+        if upscale > 1:
+            c = np.clip(resize_bicubic_np(c, (c.shape[1] * upscale, c.shape[2] * upscale)), -1, 1)
+        conds.append(c)
+        good.append(p)
+    return conds, good
+
+
+def _onnx_engine(
+    onnx_model: str | Path | None, seed: int, progress: bool, opts: dict
+) -> tuple[Engine, int]:
+    if onnx_model is None:
+        raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
+    from condiff.export.runtime import OrtPipeline
+
+    ort_pipe = OrtPipeline(onnx_model)
+
+    def run(conds: np.ndarray, bi: int) -> np.ndarray:
+        res = ort_pipe(conds, rng=seed + bi, progress=progress, **opts)
+        return res if res.ndim == 5 else res[:, None]
+
+    return run, ort_pipe.cond_channels
 
 
 def _torch_engine(

@@ -74,6 +74,8 @@ class TiledModel:
         if not 0 <= overlap < window:
             raise ValueError(f"tile overlap must be in [0, window={window}), got {overlap}")
         self.model, self.window, self.overlap, self.max_batch = model, window, overlap, max_batch
+        # called as on_chunk(tiles done, tiles) after each chunk (progress, cancellation)
+        self.on_chunk: Callable[[int, int], None] | None = None
 
     def needs_tiling(self, h: int, w: int) -> bool:
         return h > self.window or w > self.window
@@ -114,5 +116,7 @@ class TiledModel:
             for j, (y, x0) in enumerate(chunk):
                 out[:, :, y : y + wh, x0 : x0 + ww] += pred[j * b : (j + 1) * b] * weight
                 norm[:, :, y : y + wh, x0 : x0 + ww] += weight
+            if self.on_chunk is not None:
+                self.on_chunk(i + len(chunk), len(coords))
         assert out is not None
         return out / norm

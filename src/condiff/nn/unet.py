@@ -36,6 +36,24 @@ class _Level(nn.Module):
         self.resample = resample
 
 
+@dataclass(frozen=True)
+class _Blocks:
+    """Makes the network's residual and attention blocks with its shared settings."""
+
+    time_dim: int
+    groups: int
+    dropout: float
+    heads: int
+
+    def res(self, cin: int, cout: int) -> ResidualBlock:
+        return ResidualBlock(
+            cin, cout, self.time_dim, num_groups=self.groups, dropout_rate=self.dropout
+        )
+
+    def attn(self, ch: int) -> AttentionBlock:
+        return AttentionBlock(ch, num_heads=self.heads, num_groups=self.groups)
+
+
 class ConditionalUNet(nn.Module):
     """Predicts the noise of a noisy target from ``[x_t, cond]`` concatenated on channels, and ``t``.
 
@@ -62,17 +80,6 @@ class ConditionalUNet(nn.Module):
         super().__init__()
         channel_mults = tuple(channel_mults)
         attention_resolutions = tuple(attention_resolutions)
-        _validate_args(
-            in_img_channels=in_img_channels,
-            out_img_channels=out_img_channels,
-            base_channels=base_channels,
-            channel_mults=channel_mults,
-            num_res_blocks_per_level=num_res_blocks_per_level,
-            dropout_rate=dropout_rate,
-            num_heads_attn=num_heads_attn,
-            num_groups_norm=num_groups_norm,
-            initial_img_resolution=initial_img_resolution,
-        )
         self.config: dict[str, Any] = dict(
             in_img_channels=in_img_channels,
             out_img_channels=out_img_channels,
@@ -87,18 +94,12 @@ class ConditionalUNet(nn.Module):
             num_groups_norm=num_groups_norm,
             initial_img_resolution=initial_img_resolution,
         )
+        _validate_args(**self.config)
         self.in_img_channels = in_img_channels
         self.out_img_channels = out_img_channels
         self.size_multiple = 2 ** (len(channel_mults) - 1)
         self.plan: list[LevelPlan] = []
-
-        def res(cin: int, cout: int) -> ResidualBlock:
-            return ResidualBlock(
-                cin, cout, time_emb_mlp_dim, num_groups=num_groups_norm, dropout_rate=dropout_rate
-            )
-
-        def attn(ch: int) -> AttentionBlock:
-            return AttentionBlock(ch, num_heads=num_heads_attn, num_groups=num_groups_norm)
+        make = _Blocks(time_emb_mlp_dim, num_groups_norm, dropout_rate, num_heads_attn)
 
         # 4.1 quantization stubs: identities in float, observation points for int8 deployment.
         self.quant = torch.ao.quantization.QuantStub()
@@ -106,18 +107,39 @@ class ConditionalUNet(nn.Module):
         self.time_embedding = SinusoidalPositionalEncoding(time_emb_dim)
         self.time_mlp = time_mlp(time_emb_dim, time_emb_mlp_dim)
         self.conv_in = nn.Conv2d(in_img_channels, base_channels, kernel_size=3, padding=1)
+        skips, resolution = self._build_encoder(make, self.config)
+        ch = skips[-1]
 
-        # 4.3 encoder: one skip per level, after its res blocks and attention, before downsampling.
+        # 4.4 bottleneck: res -> attn -> res, attention always present.
+        self.bottleneck_res1 = make.res(ch, ch)
+        self.bottleneck_attn = make.attn(ch)
+        self.bottleneck_res2 = make.res(ch, ch)
+        self.plan.append(LevelPlan("bottleneck", 1, resolution, ch, ch, 2, True, "-"))
+        self._build_decoder(make, self.config, skips, resolution)
+
+        # 4.6 output head.
+        self.conv_out_norm = nn.GroupNorm(num_groups_norm, base_channels)
+        self.conv_out_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(base_channels, out_img_channels, kernel_size=3, padding=1)
+
+    def _build_encoder(self, make: _Blocks, c: dict[str, Any]) -> tuple[list[int], int]:
+        """4.3 encoder: one skip per level, after its res blocks and attention, before
+        downsampling. Returns the skips' channels and the bottleneck's resolution."""
         self.encoder = nn.ModuleList()
-        ch, resolution = base_channels, initial_img_resolution
-        skip_channels: list[int] = []
-        for i, mult in enumerate(channel_mults):
-            out = base_channels * mult
-            blocks = [res(ch if j == 0 else out, out) for j in range(num_res_blocks_per_level)]
-            has_attn = resolution in attention_resolutions
-            last = i == len(channel_mults) - 1
+        base, mults = c["base_channels"], c["channel_mults"]
+        ch, resolution = base, c["initial_img_resolution"]
+        skips: list[int] = []
+        for i, mult in enumerate(mults):
+            out = base * mult
+            blocks = [
+                make.res(ch if j == 0 else out, out) for j in range(c["num_res_blocks_per_level"])
+            ]
+            has_attn = resolution in c["attention_resolutions"]
+            last = i == len(mults) - 1
             self.encoder.append(
-                _Level(blocks, attn(out) if has_attn else None, None if last else Downsample(out))
+                _Level(
+                    blocks, make.attn(out) if has_attn else None, None if last else Downsample(out)
+                )
             )
             self.plan.append(
                 LevelPlan(
@@ -131,29 +153,31 @@ class ConditionalUNet(nn.Module):
                     "-" if last else "down",
                 )
             )
-            skip_channels.append(out)
+            skips.append(out)
             ch = out
             if not last:
                 resolution //= 2
+        return skips, resolution
 
-        # 4.4 bottleneck: res -> attn -> res, attention always present.
-        self.bottleneck_res1 = res(ch, ch)
-        self.bottleneck_attn = attn(ch)
-        self.bottleneck_res2 = res(ch, ch)
-        self.plan.append(LevelPlan("bottleneck", 1, resolution, ch, ch, 2, True, "-"))
-
-        # 4.5 decoder: concat the level's skip once, before its first res block.
+    def _build_decoder(
+        self, make: _Blocks, c: dict[str, Any], skips: list[int], resolution: int
+    ) -> None:
+        """4.5 decoder: concat the level's skip once, before its first res block."""
         self.decoder = nn.ModuleList()
-        for i, mult in enumerate(reversed(channel_mults)):
-            out = base_channels * mult
-            skip = skip_channels[len(channel_mults) - 1 - i]
-            blocks = [res(ch + skip, out)] + [
-                res(out, out) for _ in range(num_res_blocks_per_level - 1)
+        base, mults = c["base_channels"], c["channel_mults"]
+        ch = skips[-1]
+        for i, mult in enumerate(reversed(mults)):
+            out = base * mult
+            skip = skips[len(mults) - 1 - i]
+            blocks = [make.res(ch + skip, out)] + [
+                make.res(out, out) for _ in range(c["num_res_blocks_per_level"] - 1)
             ]
-            has_attn = resolution in attention_resolutions
-            last = i == len(channel_mults) - 1
+            has_attn = resolution in c["attention_resolutions"]
+            last = i == len(mults) - 1
             self.decoder.append(
-                _Level(blocks, attn(out) if has_attn else None, None if last else Upsample(out))
+                _Level(
+                    blocks, make.attn(out) if has_attn else None, None if last else Upsample(out)
+                )
             )
             self.plan.append(
                 LevelPlan(
@@ -170,11 +194,6 @@ class ConditionalUNet(nn.Module):
             ch = out
             if not last:
                 resolution *= 2
-
-        # 4.6 output head.
-        self.conv_out_norm = nn.GroupNorm(num_groups_norm, base_channels)
-        self.conv_out_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(base_channels, out_img_channels, kernel_size=3, padding=1)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ConditionalUNet:
@@ -243,6 +262,7 @@ def _validate_args(
     num_heads_attn: int,
     num_groups_norm: int,
     initial_img_resolution: int,
+    **_: Any,  # the other constructor arguments need no check here
 ) -> None:
     for name, value in [
         ("in_img_channels", in_img_channels),

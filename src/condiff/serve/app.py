@@ -99,9 +99,11 @@ def create_app(
         registry=registry,
     )
     batch_size = prom.Histogram(
-        "condiff_batch_size", "jobs per network batch", buckets=(1, 2, 4, 8, 16, 32),
+        "condiff_batch_size",
+        "jobs per network batch",
+        buckets=(1, 2, 4, 8, 16, 32),
         registry=registry,
-    )  # fmt: skip
+    )
     batch_seconds = prom.Histogram("condiff_batch_seconds", "seconds per batch", registry=registry)
     batcher = MicroBatcher(
         translator.run,
@@ -172,8 +174,9 @@ def create_app(
         raw = {**request.query_params, **{k: v for k, v in form.items() if k != "image"}}
         raw.pop("token", None)
         try:
-            opts = parse_options({k: str(v) for k, v in raw.items()}, translator.defaults,
-                                 translator.limits)  # fmt: skip
+            opts = parse_options(
+                {k: str(v) for k, v in raw.items()}, translator.defaults, translator.limits
+            )
             job = translator.prepare(await upload.read(), opts)
         except ImageTooLarge as e:
             return _error(413, str(e))

@@ -206,7 +206,7 @@ class Translator:
         if opts.upscale > 1:
             size = (c.shape[1] * opts.upscale, c.shape[2] * opts.upscale)
             c = np.clip(resize_bicubic_np(c, size), -1, 1)
-        eta_free = opts.sampler != "ddim" or self.cfg.sample.eta == 0
+        eta_free = opts.sampler != "ddim" or not self.cfg.sample.eta
         batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
         return Job(c.astype(np.float32), depth, opts, batchable)
 

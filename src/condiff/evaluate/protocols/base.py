@@ -37,8 +37,10 @@ class Protocol:
     title: str = "condiff evaluation"
     description: str = ""
     headline: tuple[Metric, ...] = (
-        Metric("psnr", "PSNR (dB)"), Metric("ssim", "SSIM", ".4f"), Metric("mae", "MAE", ".4f"),
-    )  # fmt: skip
+        Metric("psnr", "PSNR (dB)"),
+        Metric("ssim", "SSIM", ".4f"),
+        Metric("mae", "MAE", ".4f"),
+    )
     quantize: bool = True  # round estimates to 8 bits before scoring, as a saved PNG would be
     wide: bool = True  # tables: groups as columns (False: metrics as columns, one group)
     baseline_label: str = "baseline"

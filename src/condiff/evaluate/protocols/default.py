@@ -30,8 +30,10 @@ class DefaultProtocol(Protocol):
     wide: bool = False
     quantize: bool = False
     headline: tuple[Metric, ...] = (
-        Metric("psnr", "PSNR (dB)"), Metric("ssim", "SSIM", ".4f"), Metric("mae", "MAE", ".4f"),
-    )  # fmt: skip
+        Metric("psnr", "PSNR (dB)"),
+        Metric("ssim", "SSIM", ".4f"),
+        Metric("mae", "MAE", ".4f"),
+    )
     notes: list[str] = field(default_factory=list)
 
     def items(self, folders, *, color, limit=None, skipped=None) -> list[EvalItem]:

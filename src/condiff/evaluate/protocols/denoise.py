@@ -31,28 +31,53 @@ OVERLAPS = {"Set12": ("04",)}
 
 def _table(rows: dict[str, dict[str, tuple[float, float, float]]]) -> list[Published]:
     return [
-        Published(name, {(s, f"σ={sig:g}"): {"psnr": v} for s, vals in per.items()
-                         for sig, v in zip(SIGMAS, vals, strict=True)})
+        Published(
+            name,
+            {
+                (s, f"σ={sig:g}"): {"psnr": v}
+                for s, vals in per.items()
+                for sig, v in zip(SIGMAS, vals, strict=True)
+            },
+        )
         for name, per in rows.items()
-    ]  # fmt: skip
+    ]
 
 
 # ANCHORS.md: the DnCNN, DRUNet, SwinIR and Restormer papers' tables as their repositories show.
-PUBLISHED = _table({
-    "BM3D / CBM3D (2007)": {"Set12": (32.37, 29.97, 26.72), "BSD68": (31.07, 28.57, 25.62),
-                            "CBSD68": (33.52, 30.71, 27.38)},
-    "DnCNN (Zhang et al. 2017)": {"Set12": (32.86, 30.44, 27.18), "BSD68": (31.73, 29.23, 26.23),
-                                  "CBSD68": (33.90, 31.24, 27.95)},
-    "FFDNet (Zhang et al. 2018)": {"Set12": (32.75, 30.43, 27.32), "BSD68": (31.63, 29.19, 26.29),
-                                   "CBSD68": (33.87, 31.21, 27.96)},
-    "DRUNet (Zhang et al. 2021)": {"Set12": (33.25, 30.94, 27.90), "BSD68": (31.91, 29.48, 26.59),
-                                   "CBSD68": (34.30, 31.69, 28.51)},
-    "SwinIR (Liang et al. 2021)": {"Set12": (33.36, 31.01, 27.91), "BSD68": (31.97, 29.50, 26.58),
-                                   "CBSD68": (34.42, 31.78, 28.56)},
-    "Restormer (Zamir et al. 2022)": {"Set12": (33.42, 31.08, 28.00),
-                                      "BSD68": (31.96, 29.52, 26.62),
-                                      "CBSD68": (34.40, 31.79, 28.60)},
-})  # fmt: skip
+PUBLISHED = _table(
+    {
+        "BM3D / CBM3D (2007)": {
+            "Set12": (32.37, 29.97, 26.72),
+            "BSD68": (31.07, 28.57, 25.62),
+            "CBSD68": (33.52, 30.71, 27.38),
+        },
+        "DnCNN (Zhang et al. 2017)": {
+            "Set12": (32.86, 30.44, 27.18),
+            "BSD68": (31.73, 29.23, 26.23),
+            "CBSD68": (33.90, 31.24, 27.95),
+        },
+        "FFDNet (Zhang et al. 2018)": {
+            "Set12": (32.75, 30.43, 27.32),
+            "BSD68": (31.63, 29.19, 26.29),
+            "CBSD68": (33.87, 31.21, 27.96),
+        },
+        "DRUNet (Zhang et al. 2021)": {
+            "Set12": (33.25, 30.94, 27.90),
+            "BSD68": (31.91, 29.48, 26.59),
+            "CBSD68": (34.30, 31.69, 28.51),
+        },
+        "SwinIR (Liang et al. 2021)": {
+            "Set12": (33.36, 31.01, 27.91),
+            "BSD68": (31.97, 29.50, 26.58),
+            "CBSD68": (34.42, 31.78, 28.56),
+        },
+        "Restormer (Zamir et al. 2022)": {
+            "Set12": (33.42, 31.08, 28.00),
+            "BSD68": (31.96, 29.52, 26.62),
+            "CBSD68": (34.40, 31.79, 28.60),
+        },
+    }
+)
 
 
 def noisy(clean: np.ndarray, sigma: float) -> np.ndarray:
@@ -121,8 +146,9 @@ class DenoiseProtocol(Protocol):
                 target = to_model(clean)
                 for s in self.sigmas:
                     cond = to_model(noisy(clean, s))
-                    items.append(EvalItem(path.stem, cond, target, group, level=f"σ={s:g}",
-                                          also=also))  # fmt: skip
+                    items.append(
+                        EvalItem(path.stem, cond, target, group, level=f"σ={s:g}", also=also)
+                    )
         return items
 
     def score(self, item, pred, target) -> dict[str, float]:

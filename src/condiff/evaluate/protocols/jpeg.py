@@ -26,31 +26,53 @@ QUALITIES = (10, 20, 30, 40)
 
 def _table(rows: dict[str, dict[str, tuple[float, ...]]]) -> list[Published]:
     return [
-        Published(name, {(s, f"q={q}"): {"psnr": v} for s, vals in per.items()
-                         for q, v in zip(QUALITIES, vals, strict=True)})
+        Published(
+            name,
+            {
+                (s, f"q={q}"): {"psnr": v}
+                for s, vals in per.items()
+                for q, v in zip(QUALITIES, vals, strict=True)
+            },
+        )
         for name, per in rows.items()
-    ]  # fmt: skip
+    ]
 
 
 # ANCHORS.md: the ARCNN, DnCNN, FBCNN, DRUNet and SwinIR tables (gray / Y PSNR).
-PUBLISHED = _table({
-    "JPEG input (published)": {"Classic5": (27.82, 30.12, 31.48, 32.43),
-                               "LIVE1": (27.77, 30.07, 31.41, 32.35)},
-    "ARCNN (Dong et al. 2015)": {"Classic5": (29.03, 31.15, 32.51, 33.32),
-                                 "LIVE1": (28.96, 31.29, 32.67, 33.63)},
-    "DnCNN-3 (Zhang et al. 2017)": {"Classic5": (29.40, 31.63, 32.91, 33.77),
-                                    "LIVE1": (29.19, 31.59, 32.98, 33.96)},
-    "FBCNN (Jiang et al. 2021)": {"Classic5": (30.12, 32.31, 33.54, 34.35),
-                                  "LIVE1": (29.75, 32.13, 33.54, 34.53)},
-    "DRUNet (Zhang et al. 2021)": {"Classic5": (30.16, 32.39, 33.59, 34.41),
-                                   "LIVE1": (29.79, 32.17, 33.59, 34.58)},
-    "SwinIR (Liang et al. 2021)": {"Classic5": (30.27, 32.52, 33.73, 34.52),
-                                   "LIVE1": (29.86, 32.25, 33.69, 34.67)},
-})  # fmt: skip
+PUBLISHED = _table(
+    {
+        "JPEG input (published)": {
+            "Classic5": (27.82, 30.12, 31.48, 32.43),
+            "LIVE1": (27.77, 30.07, 31.41, 32.35),
+        },
+        "ARCNN (Dong et al. 2015)": {
+            "Classic5": (29.03, 31.15, 32.51, 33.32),
+            "LIVE1": (28.96, 31.29, 32.67, 33.63),
+        },
+        "DnCNN-3 (Zhang et al. 2017)": {
+            "Classic5": (29.40, 31.63, 32.91, 33.77),
+            "LIVE1": (29.19, 31.59, 32.98, 33.96),
+        },
+        "FBCNN (Jiang et al. 2021)": {
+            "Classic5": (30.12, 32.31, 33.54, 34.35),
+            "LIVE1": (29.75, 32.13, 33.54, 34.53),
+        },
+        "DRUNet (Zhang et al. 2021)": {
+            "Classic5": (30.16, 32.39, 33.59, 34.41),
+            "LIVE1": (29.79, 32.17, 33.59, 34.58),
+        },
+        "SwinIR (Liang et al. 2021)": {
+            "Classic5": (30.27, 32.52, 33.73, 34.52),
+            "LIVE1": (29.86, 32.25, 33.69, 34.67),
+        },
+    }
+)
 # SSIM and PSNR-B at q10 on LIVE1.
-for _name, _ssim, _pb in (("DnCNN-3 (Zhang et al. 2017)", 0.8123, 28.90),
-                          ("FBCNN (Jiang et al. 2021)", 0.827, 29.40),
-                          ("SwinIR (Liang et al. 2021)", 0.8287, 29.50)):  # fmt: skip
+for _name, _ssim, _pb in (
+    ("DnCNN-3 (Zhang et al. 2017)", 0.8123, 28.90),
+    ("FBCNN (Jiang et al. 2021)", 0.827, 29.40),
+    ("SwinIR (Liang et al. 2021)", 0.8287, 29.50),
+):
     _p = next(p for p in PUBLISHED if p.name == _name)
     _p.figures[("LIVE1", "q=10")].update({"ssim": _ssim, "psnr_b": _pb})
 
@@ -84,8 +106,10 @@ class JpegProtocol(Protocol):
     baseline_label: str = "JPEG input (ours)"
     plot: str = "jpeg_psnr.png"
     headline: tuple[Metric, ...] = (
-        Metric("psnr", "PSNR"), Metric("ssim", "SSIM", ".4f"), Metric("psnr_b", "PSNR-B"),
-    )  # fmt: skip
+        Metric("psnr", "PSNR"),
+        Metric("ssim", "SSIM", ".4f"),
+        Metric("psnr_b", "PSNR-B"),
+    )
     published: list[Published] = field(default_factory=lambda: list(PUBLISHED))
     notes: list[str] = field(
         default_factory=lambda: [
@@ -129,8 +153,11 @@ class JpegProtocol(Protocol):
                 target = to_model(y8[:, :, None].astype(np.float32) / 255)
                 for q in self.qualities:
                     low = jpeg_roundtrip(y8, q)[:, :, None].astype(np.float32) / 255
-                    items.append(EvalItem(path.stem, to_model(low), target, Path(folder).name,
-                                          level=f"q={q}"))  # fmt: skip
+                    items.append(
+                        EvalItem(
+                            path.stem, to_model(low), target, Path(folder).name, level=f"q={q}"
+                        )
+                    )
         return items
 
     def score(self, item, pred, target) -> dict[str, float]:

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Task studies on a lent two-GPU machine (docs/NOTES.md, "Task study"): each JOB trains one recipe
+# with `condiff train` and scores it with `condiff evaluate --protocol ...` (scripts/study.py).
+# Jobs named in G0 run on GPU 0 side by side, those in G1 on GPU 1. Carry the data folder
+# (DATA, from scripts/gpu_data.sh) and .gpuw (the LPIPS weights). Logs, results, reports, the
+# small models' weights and a few grids come back as one tarball per job in $OUT.
+#   CALL=1: denoise-gray (GPU 0), jpeg-gray (GPU 1); CALL=small: their small models
+#   CALL=2: denoise-rgb (GPU 0), the colour SR samples study (GPU 1)
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export CONDIFF_CACHE=/tmp/cache; mkdir -p $CONDIFF_CACHE/metrics
+cp .gpuw/*.safetensors $CONDIFF_CACHE/metrics/ 2>/dev/null
+OUT=${OUT:-out}; mkdir -p "$OUT"; DATA=${DATA:-.gpu1}
+nvidia-smi -L | tee "$OUT/gpu.txt"
+EXTRA=${EXTRA:-}  # overrides for every job (CPU dry runs: tiny models, few steps)
+study() {  # NAME CONFIG PROTOCOL "SETS" SAMPLE_LIMIT "SAMPLES" [overrides]
+  local name=$1 config=$2 proto=$3 sets=$4 limit=$5 samples=$6; shift 6
+  local d=/tmp/study/$name o=$OUT/$name; mkdir -p "$o/grids"
+  python3 scripts/study.py --name "$name" --config "$config" --data "$DATA" --out /tmp/study \
+    --protocol "$proto" --sets $sets --sample-limit "$limit" ${samples:+--samples $samples} \
+    -- "$@" $EXTRA > "$o/$name.log" 2>&1
+  case $name in *small*) python3 scripts/ship_weights.py "$d" "$o/weights" >> "$o/$name.log" 2>&1 ;; esac
+  # two grids (input | mean | sample | clean) per set and level, and the plots
+  for g in $(find "$d/eval/samples/grids" -mindepth 1 -type d 2>/dev/null); do
+    for f in $(ls "$g"/*.png 2>/dev/null | sort | head -n 1); do
+      cp "$f" "$o/grids/$(echo "${f#$d/eval/samples/grids/}" | tr '/=' '__')"; done; done
+  cp "$d"/eval/samples/*.png "$o/" 2>/dev/null
+}
+pack() {  # one tarball per job, under the 16 MiB a returned file may have (grids go first)
+  for o in "$OUT"/*/; do
+    tar czf "${o%/}.tgz" -C "$OUT" "$(basename "$o")"
+    [ "$(stat -c %s "${o%/}.tgz")" -gt 15000000 ] && rm -rf "$o/grids" "$o"/*.png \
+      && tar czf "${o%/}.tgz" -C "$OUT" "$(basename "$o")"
+    rm -rf "$o"; done; }
+case "${CALL:-1}" in
+  1) CUDA_VISIBLE_DEVICES=0 study D1-denoise-gray configs/denoise-gray.yaml denoise \
+       "Set12 BSD68" 10 "" train.max_minutes=5.0 &
+     CUDA_VISIBLE_DEVICES=1 study J1-jpeg-gray configs/jpeg-gray.yaml jpeg \
+       "Classic5 LIVE1" 10 "" train.max_minutes=5.0 &
+     wait ;;
+  small) CUDA_VISIBLE_DEVICES=0 study denoise-gray-small configs/denoise-gray-small.yaml denoise \
+           "BSD68" 0 "" &
+         CUDA_VISIBLE_DEVICES=1 study jpeg-gray-small configs/jpeg-gray-small.yaml jpeg \
+           "LIVE1" 0 "" &
+         wait ;;
+  2) python3 - "$DATA" <<'PY'  # CBSD68: the 68 BSDS val JPEGs of BSD68_ids.txt, decoded
+import sys
+from pathlib import Path
+from PIL import Image
+d = Path(sys.argv[1]) / "test"; out = d / "CBSD68"; out.mkdir(exist_ok=True)
+for line in (d / "BSD68_ids.txt").read_text().split("\n"):
+    if line.strip():
+        i = line.split()[1]
+        Image.open(d / "BSD100" / f"{i}.jpg").convert("RGB").save(out / f"{i}.png")
+PY
+     CUDA_VISIBLE_DEVICES=0 study C2-denoise-rgb configs/denoise-rgb.yaml denoise "CBSD68" 20 "" \
+       train.max_minutes=5.0 &
+     CUDA_VISIBLE_DEVICES=1 study S1-sr-rgb configs/sr4-rgb.yaml sr "Set5 Set14 BSD100" 20 \
+       "dpmpp_2m:20 dpmpp_2m_sde:30:1 ddpm:100" train.batch_size=128 train.steps=2800 \
+       train.warmup_steps=300 train.ckpt_every=1000 train.val_every=3000 train.image_every=3000 \
+       data.num_workers=14 train.max_minutes=5.0 &
+     wait ;;
+esac
+grep -h "^\[" "$OUT"/*/*.log 2>/dev/null | tail -n 90
+grep -h -i "error\|traceback" "$OUT"/*/*.log 2>/dev/null | head -n 20
+pack; ls -la "$OUT"

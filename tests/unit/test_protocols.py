@@ -1,0 +1,107 @@
+"""The denoising and JPEG protocols: their degradations and scores by hand, and their errors."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from condiff.config import TaskConfig
+from condiff.data.tasks import Denoising, Jpeg
+from condiff.evaluate.metrics import blocking_effect_factor, psnr_b, y_uint8
+from condiff.evaluate.protocols import DenoiseProtocol, JpegProtocol
+from condiff.evaluate.protocols.denoise import noisy
+from condiff.evaluate.protocols.jpeg import jpeg_roundtrip
+
+
+def _write(folder, name, arr):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(folder / f"{name}.png")
+
+
+def test_noise_is_kairs_seeded_draw_and_is_not_clipped():
+    clean = np.full((64, 64, 1), 0.5, np.float32)
+    np.random.seed(0)  # KAIR: np.random.seed(0) before each image, then np.random.normal
+    want = clean + np.random.normal(0, 25 / 255.0, clean.shape)
+    np.testing.assert_allclose(noisy(clean, 25), want, atol=1e-6)
+    white = np.ones((64, 64, 1), np.float32)
+    assert noisy(white, 25).max() > 1.1  # unclipped, as the field's input rows are
+
+
+def test_noisy_input_row_is_the_fields_20_2_db(tmp_path):
+    """The baseline row is scored unclipped: PSNR = 20 log10(255 / 25) = 20.17 dB at sigma 25."""
+    rng = np.random.default_rng(0)
+    img = (rng.random((128, 128)) * 155 + 50).astype(np.uint8)
+    _write(tmp_path / "SetX", "a", img)
+    proto = DenoiseProtocol(sigmas=(25.0,))
+    (item,) = proto.items([tmp_path / "SetX"], color="gray")
+    assert item.level == "σ=25" and item.group == "SetX"
+    raw = ((proto.baseline(item.cond).float() + 1) / 2).permute(1, 2, 0).numpy()
+    tgt = ((item.target + 1) / 2).permute(1, 2, 0).numpy()
+    assert proto.score(item, raw, tgt)["psnr"] == pytest.approx(20.17, abs=0.1)
+
+
+def test_set12_is_also_scored_without_the_image_that_overlaps_bsd400(tmp_path):
+    for name in ("01", "04"):
+        _write(tmp_path / "Set12", name, np.full((32, 32), 100, np.uint8))
+    items = DenoiseProtocol(sigmas=(15.0, 50.0)).items([tmp_path / "Set12"], color="gray")
+    assert [(i.name, i.level, i.also) for i in items] == [
+        ("01", "σ=15", ("Set12 w/o 04",)),
+        ("01", "σ=50", ("Set12 w/o 04",)),
+        ("04", "σ=15", ()),
+        ("04", "σ=50", ()),
+    ]
+
+
+def test_denoise_protocol_refuses_a_colour_set_for_a_gray_model_and_bad_sigmas(tmp_path):
+    _write(tmp_path / "CSet", "a", np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="colour .* gray model|gray model"):
+        DenoiseProtocol().items([tmp_path / "CSet"], color="gray")
+    with pytest.raises(ValueError, match="--sigma must be in"):
+        DenoiseProtocol(sigmas=(0.0,))
+    with pytest.raises(ValueError, match="--quality must be in"):
+        JpegProtocol(qualities=(101,))
+
+
+def test_jpeg_works_on_matlabs_y_and_ijg_encoding(tmp_path):
+    rgb = (np.random.default_rng(1).random((24, 40, 3)) * 255).astype(np.uint8)
+    y = y_uint8(rgb.astype(np.float64) / 255)
+    hand = np.round(16 + rgb @ np.array([65.481, 128.553, 24.966]) / 255).astype(np.uint8)
+    assert (y == hand).all()
+    buf = io.BytesIO()
+    Image.fromarray(y).save(buf, format="JPEG", quality=10)
+    assert (jpeg_roundtrip(y, 10) == np.asarray(Image.open(buf))).all()
+    _write(tmp_path / "LIVE", "a", rgb)
+    (item,) = JpegProtocol(qualities=(10,)).items([tmp_path / "LIVE"], color="gray")
+    assert item.level == "q=10" and item.target.shape == (1, 24, 40)
+    got = np.round(((item.target[0] + 1) / 2 * 255).numpy()).astype(np.uint8)
+    assert (got == y).all()  # the clean image is MATLAB's Y, not luma
+
+
+def test_psnr_b_penalises_blocking_only():
+    smooth = np.tile(np.linspace(0, 1, 64), (64, 1))
+    assert blocking_effect_factor(smooth) == 0.0
+    blocky = smooth.copy()
+    blocky[:, 8::8] += 0.1  # jumps at every block boundary
+    assert blocking_effect_factor(blocky) > 0
+    a, t = blocky * 255, smooth * 255
+    mse = np.mean((a - t) ** 2) / 255**2
+    assert psnr_b(a, t) < 10 * np.log10(1 / mse)  # PSNR-B below plain PSNR
+
+
+def test_task_levels_are_drawn_per_image_from_a_range():
+    x = torch.zeros(1, 32, 32)
+    d = Denoising(TaskConfig(name="denoising", sigma=(0.0, 55.0)))
+    stds = [float(d.degrade(x, np.random.default_rng(s)).std()) * 255 / 2 for s in range(8)]
+    assert max(stds) - min(stds) > 10 and all(0 <= s < 57 for s in stds)
+    assert d.degrade(x, np.random.default_rng(3)).equal(d.degrade(x, np.random.default_rng(3)))
+    fixed = Denoising(TaskConfig(name="denoising", sigma=25.0))
+    assert float(fixed.degrade(x, np.random.default_rng(0)).std()) * 255 / 2 == pytest.approx(
+        25, rel=0.1
+    )
+    j = Jpeg(TaskConfig(name="jpeg", quality=(10, 95)))
+    img = torch.rand(1, 32, 32) * 2 - 1
+    errs = {round(float((j.degrade(img, np.random.default_rng(s)) - img).abs().mean()), 3)
+            for s in range(6)}
+    assert len(errs) > 2  # different qualities, different errors
