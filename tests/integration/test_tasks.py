@@ -43,20 +43,52 @@ def test_shipped_denoiser_loads_by_name_and_removes_noise(photos):
 
 def test_sample_cli_takes_pretrained_names(photos, tmp_path):
     out = tmp_path / "out"
-    run_cli("sample", "--checkpoint", "pretrained:jpeg-gray-small", "--input", str(photos[0]),
-            "--output", str(out), "--estimate", "mean", "--no-progress")
+    run_cli(
+        "sample",
+        "--checkpoint",
+        "pretrained:jpeg-gray-small",
+        "--input",
+        str(photos[0]),
+        "--output",
+        str(out),
+        "--estimate",
+        "mean",
+        "--no-progress",
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in photos[0].iterdir())
-    p = run_cli("sample", "--checkpoint", "pretrained:nope", "--input", str(photos[0]),
-                "--output", str(out), check=False)
+    p = run_cli(
+        "sample",
+        "--checkpoint",
+        "pretrained:nope",
+        "--input",
+        str(photos[0]),
+        "--output",
+        str(out),
+        check=False,
+    )
     assert p.returncode == 2 and "no pretrained weights named 'nope'" in p.stderr
     assert "denoise-gray-small" in p.stderr and "jpeg-gray-small" in p.stderr  # what is shipped
 
 
 def test_jpeg_protocol_cli_with_the_shipped_model(photos, tmp_path):
     out = tmp_path / "rep"
-    p = run_cli("evaluate", "--checkpoint", "pretrained:jpeg-gray-small", "--protocol", "jpeg",
-                "--images", str(photos[0]), "--quality", "10", "30", "--estimate", "mean",
-                "--output", str(out), "--no-progress")
+    p = run_cli(
+        "evaluate",
+        "--checkpoint",
+        "pretrained:jpeg-gray-small",
+        "--protocol",
+        "jpeg",
+        "--images",
+        str(photos[0]),
+        "--quality",
+        "10",
+        "30",
+        "--estimate",
+        "mean",
+        "--output",
+        str(out),
+        "--no-progress",
+    )
     assert "## q=10" in p.stdout and "| JPEG input (ours) |" in p.stdout
     means = {(r["level"], r["method"]): r for r in csv.DictReader((out / "summary.csv").open())}
     for q in ("q=10", "q=30"):
@@ -67,16 +99,46 @@ def test_jpeg_protocol_cli_with_the_shipped_model(photos, tmp_path):
 
 
 def test_protocols_refuse_the_wrong_model_or_set(photos, tmp_path):
-    p = run_cli("evaluate", "--checkpoint", "pretrained:sr4-gray-small", "--protocol", "jpeg",
-                "--images", str(photos[0]), "--output", str(tmp_path / "a"), check=False)
+    p = run_cli(
+        "evaluate",
+        "--checkpoint",
+        "pretrained:sr4-gray-small",
+        "--protocol",
+        "jpeg",
+        "--images",
+        str(photos[0]),
+        "--output",
+        str(tmp_path / "a"),
+        check=False,
+    )
     assert p.returncode == 2 and "trained for super_resolution" in p.stderr
-    p = run_cli("evaluate", "--checkpoint", "pretrained:denoise-gray-small", "--protocol",
-                "denoise", "--images", str(photos[1]), "--output", str(tmp_path / "b"),
-                check=False)
+    p = run_cli(
+        "evaluate",
+        "--checkpoint",
+        "pretrained:denoise-gray-small",
+        "--protocol",
+        "denoise",
+        "--images",
+        str(photos[1]),
+        "--output",
+        str(tmp_path / "b"),
+        check=False,
+    )
     assert p.returncode == 2 and "colour (RGB) image" in p.stderr
-    p = run_cli("evaluate", "--checkpoint", "pretrained:denoise-gray-small", "--protocol",
-                "denoise", "--sigma", "300", "--images", str(photos[0]), check=False)
+    p = run_cli(
+        "evaluate",
+        "--checkpoint",
+        "pretrained:denoise-gray-small",
+        "--protocol",
+        "denoise",
+        "--sigma",
+        "300",
+        "--images",
+        str(photos[0]),
+        check=False,
+    )
     assert p.returncode == 2 and "--sigma must be in (0, 255]" in p.stderr
-    p = run_cli("train", "--config", "configs/denoise-gray.yaml", "data.task.sigma=[60,20]",
-                check=False)
+    p = run_cli(
+        "train", "--config", "configs/denoise-gray.yaml", "data.task.sigma=[60,20]", check=False
+    )
     assert p.returncode == 2 and "data.task.sigma" in p.stderr

@@ -61,9 +61,17 @@ def test_ddim_with_eta_1_is_ddpm(zero_snr):
     """The same ancestral process: the same update and variance, the same noise draws."""
     sched = NoiseSchedule("linear", rescale_zero_terminal_snr=zero_snr)
     a, b = (
-        sample(exact_eps(sched), torch.zeros(2, 1, 16, 16), sched, target_channels=1,
-               sampler=name, steps=50, generator=torch.Generator().manual_seed(0), clip=False,
-               **kw)
+        sample(
+            exact_eps(sched),
+            torch.zeros(2, 1, 16, 16),
+            sched,
+            target_channels=1,
+            sampler=name,
+            steps=50,
+            generator=torch.Generator().manual_seed(0),
+            clip=False,
+            **kw,
+        )
         for name, kw in (("ddim", {"eta": 1.0}), ("ddpm", {}))
     )
     assert (a - b).abs().max() < 1e-5

@@ -40,6 +40,13 @@ def test_perceptual_scores_are_zero_for_identical_images_and_gray_is_replicated(
     assert scorer.scores(noisy.astype(np.float32), gray) == pytest.approx(as_rgb, rel=1e-5)
 
 
+@needs_weights
+def test_images_too_small_for_alexnet_get_no_lpips():
+    scorer = perceptual.Perceptual(["lpips", "dists"])
+    x = np.random.default_rng(0).random((24, 20, 1)).astype(np.float32)
+    assert set(scorer.scores(x, x)) == {"dists"}
+
+
 def test_missing_weights_are_reported_not_fatal(tmp_path, monkeypatch):
     monkeypatch.setenv("CONDIFF_CACHE", str(tmp_path))
     scorer = perceptual.Perceptual()

@@ -102,6 +102,8 @@ def test_task_levels_are_drawn_per_image_from_a_range():
     )
     j = Jpeg(TaskConfig(name="jpeg", quality=(10, 95)))
     img = torch.rand(1, 32, 32) * 2 - 1
-    errs = {round(float((j.degrade(img, np.random.default_rng(s)) - img).abs().mean()), 3)
-            for s in range(6)}
+    errs = {
+        round(float((j.degrade(img, np.random.default_rng(s)) - img).abs().mean()), 3)
+        for s in range(6)
+    }
     assert len(errs) > 2  # different qualities, different errors

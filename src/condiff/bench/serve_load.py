@@ -29,41 +29,57 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: list[str], *, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+@dataclass
+class ServerProcess:
+    """A ``condiff serve`` process; what it prints goes to a log file (never an unread pipe,
+    which fills after a few thousand access-log lines and stalls the server)."""
+
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(args: list[str], *, timeout: float = 120.0) -> tuple[ServerProcess, str]:
     """``condiff serve ARGS --port P`` in its own process; returns it once /healthz answers."""
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "condiff.cli", "serve", *args, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkstemp(prefix="condiff-serve-", suffix=".log")[1])
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "condiff.cli", "serve", *args, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"condiff serve exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"condiff serve exited: {server.output()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return server, server.url
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("condiff serve did not answer /healthz in time")
+    raise RuntimeError(f"condiff serve did not answer /healthz in time: {server.output()}")
 
 
-def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, str]:
+def stop_server(server: ServerProcess, timeout: float = 60.0) -> tuple[int, str]:
     """SIGTERM (requests in flight finish), then the exit status and what it printed."""
-    proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signal.SIGTERM)
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        server.proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return proc.returncode, out or ""
+        server.proc.kill()
+        server.proc.wait()
+    out = server.output()
+    server.log.unlink(missing_ok=True)
+    return server.proc.returncode, out
 
 
 def default_images(folder: str | None) -> list[Path]:

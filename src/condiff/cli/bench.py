@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--serve run the CPU deployment and server load benchmarks instead.",
     )
     _add_rows(s)
+    _add_work(s)
     _add_cpu_deploy(s)
     _add_serve(s)
     s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy / --serve")
@@ -70,6 +71,28 @@ def _add_rows(s: argparse.ArgumentParser) -> None:
         metavar="STEPS",
         help="also time `condiff train`'s own loop (photographs read from disk, EMA, logging) "
         "for 3 log windows of STEPS steps, and print it as a share of the bare training step",
+    )
+
+
+def _add_work(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("the work users do (--recipe, --infer)")
+    g.add_argument(
+        "--recipe",
+        default=None,
+        metavar="CONFIG",
+        help="time a recipe's own training step at its crop and per-device batch: eager (what "
+        "it ships) vs torch.compile of the network vs compile of each repeated block; first "
+        "step, img/s, minutes to its steps, share of peak",
+    )
+    g.add_argument(
+        "--infer",
+        action="store_true",
+        help="time whole images through the pipeline (tiled): the one-call mean and a 20-step "
+        "sample per --sizes, Mpix/s and share of peak (--checkpoint, or --presets' first with "
+        "random weights)",
+    )
+    g.add_argument(
+        "--sizes", type=int, nargs="+", default=[256, 512, 1024], help="--infer output sides"
     )
 
 
@@ -127,6 +150,27 @@ def _add_serve(s: argparse.ArgumentParser) -> None:
 def run(a: argparse.Namespace) -> int:
     if a.serve:
         return _serve(a)
+    if a.recipe:
+        from condiff.bench.recipe import run_recipe_bench
+
+        run_recipe_bench(
+            a.recipe, device=a.device, batch=a.batch, repeats=a.repeats, json_path=a.json
+        )
+        return 0
+    if a.infer:
+        from condiff.bench.infer import run_infer_bench
+
+        speed = {"compile": False} if a.no_compile else {}
+        run_infer_bench(
+            a.sizes,
+            checkpoint=a.checkpoint,
+            preset=(a.presets or ["seed-default"])[0],
+            device=a.device,
+            repeats=a.repeats,
+            json_path=a.json,
+            **speed,
+        )
+        return 0
     if a.cpu_deploy:
         from condiff.bench.cpu_deploy import run_cpu_deploy
 
@@ -183,6 +227,12 @@ def _serve(a: argparse.Namespace) -> int:
     )
     print(f"\ncondiff bench --serve: {a.checkpoint}, images {[str(p) for p in images]}")
     print(format_rows(rows))
+    if a.json:
+        import json
+        from dataclasses import asdict
+        from pathlib import Path
+
+        Path(a.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
     print(
         "!=CLI: responses (warm-up included) that differ from `condiff sample` for the same "
         "image and seed; max|d|: the largest difference, in 8-bit levels; batch: mean "

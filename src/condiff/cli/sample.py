@@ -58,25 +58,43 @@ def run(a: argparse.Namespace) -> int:
     from condiff.cli import EXIT_SOME_FAILED
     from condiff.infer.run import sample_files
 
-    report = sample_files(
-        a.checkpoint,
-        a.input,
-        a.output,
+    if a.num_samples < 1:
+        raise ValueError("--num-samples must be >= 1")
+    opts = dict(
         estimate=a.estimate,
         sampler=a.sampler,
         steps=a.steps,
         num_samples=a.num_samples,
-        batch_size=a.batch_size,
-        seed=a.seed,
-        device=a.device,
-        dtype=a.dtype,
         overlap=a.overlap,
+    )
+    progress = not a.no_progress
+    if a.engine == "onnxruntime":  # numpy and ONNX Runtime only: no torch imported
+        from condiff.export.runtime import ort_engine
+
+        engine, cc = ort_engine(a.model, seed=a.seed, progress=progress, **opts)
+    else:
+        from condiff.infer.run import torch_engine
+
+        if a.checkpoint is None:
+            raise ValueError("--checkpoint is required with the torch engine")
+        engine, cc = torch_engine(
+            a.checkpoint,
+            device=a.device,
+            dtype=a.dtype,
+            seed=a.seed,
+            progress=progress,
+            **speed(a),
+            **opts,
+        )
+    report = sample_files(
+        engine,
+        cc,
+        a.input,
+        a.output,
+        batch_size=a.batch_size,
         upscale=a.upscale,
-        progress=not a.no_progress,
-        engine=a.engine,
-        onnx_model=a.model,
+        progress=progress,
         strict=a.strict,
-        **speed(a),
     )
     print(f"{report.summary()}\noutput: {a.output}")
     return EXIT_SOME_FAILED if report.skipped else 0

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "parameters or form fields), GET /v1/model, GET /healthz, GET /metrics (Prometheus), and "
         "a page at /. Concurrent requests of the same shape and options are micro-batched. "
         "Needs the serve extra: pip install 'condiff[serve]'. SIGTERM stops accepting, finishes "
-        "the requests in flight (at most --drain-timeout seconds), then stops.",
+        "the requests in flight (at most --drain-timeout seconds), then stops. POST /v1/jobs "
+        "answers at once with a job id to poll (GET /v1/jobs/ID: progress, then outputs).",
     )
     s.add_argument(
         "--checkpoint", default=None, help="run or checkpoint folder, or pretrained:NAME (torch)"
@@ -59,6 +60,15 @@ def _add_batching(s: argparse.ArgumentParser) -> None:
 
 
 def _add_limits(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="on SIGTERM, finish the requests in flight for at most S seconds, then answer the "
+        "rest 503 with Retry-After and stop their work (default: wait for all of them). Under "
+        "Kubernetes set terminationGracePeriodSeconds above S plus the start-up of a request",
+    )
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (413)")
     s.add_argument(
         "--max-pixels",
@@ -115,5 +125,6 @@ def run(a: argparse.Namespace) -> int:
         max_batch=max_batch,
         wait_ms=a.batch_wait_ms,
         max_upload_mb=a.max_upload_mb,
+        drain_timeout=a.drain_timeout,
     )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ if TYPE_CHECKING:  # torch only for to_model/from_model: the ONNX Runtime engine
     from torch import Tensor
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _why(e: Exception) -> str:
+    """An exception's message without Python object reprs (an upload is ``<_io.BytesIO ...>``)."""
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", str(e))
 
 
 class ImageError(ValueError):
@@ -93,9 +99,9 @@ def probe_image(src: Source, max_pixels: int | None = None) -> ImageInfo:
     except ImageError:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own limit, before ours
-        raise ImageTooLarge(f"{name}: {e}") from None
+        raise ImageTooLarge(f"{name}: {_why(e)}") from None
     except (UnidentifiedImageError, OSError, ValueError, IndexError) as e:
-        raise ImageError(f"{name}: unreadable or corrupt image ({e})") from None
+        raise ImageError(f"{name}: unreadable or corrupt image ({_why(e)})") from None
     if max_pixels is not None and h * w > max_pixels:
         raise ImageTooLarge(
             f"{name}: {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}"
@@ -142,7 +148,7 @@ def read_image(src: Source, color: str | None = None) -> tuple[np.ndarray, int]:
                     im = im.convert("RGB" if im.mode != "LA" else "L")
                 arr = np.asarray(im)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: unreadable or corrupt image ({e})") from None
+        raise ImageError(f"{name}: unreadable or corrupt image ({_why(e)})") from None
     if arr.dtype == np.uint8:
         x, depth = arr.astype(np.float32) / 255.0, 8
     elif arr.dtype in (np.uint16, np.int32, np.uint32):

@@ -222,6 +222,8 @@ def _rgb(x: Tensor) -> Tensor:
 class LPIPS(nn.Module):
     """LPIPS, AlexNet v0.1: ``lpips(pred, target)`` on (B, C, H, W) in [0, 1] -> (B,)."""
 
+    MIN_SIDE = 32  # AlexNet's stride-4 stem and two 3x3 max-pools need this much
+
     SHIFT = (-0.030, -0.088, -0.188)
     SCALE = (0.458, 0.448, 0.450)
 
@@ -251,6 +253,8 @@ class LPIPS(nn.Module):
 
 class DISTS(nn.Module):
     """DISTS: ``dists(pred, target)`` on (B, C, H, W) in [0, 1] -> (B,)."""
+
+    MIN_SIDE = 1
 
     MEAN = (0.485, 0.456, 0.406)
     STD = (0.229, 0.224, 0.225)
@@ -315,11 +319,14 @@ class Perceptual:
         self.nets = {n: NETWORKS[n]().to(self.device) for n in names if n not in gone}
 
     def scores(self, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        """Each score whose network takes an image this small (LPIPS needs 32 px a side)."""
+
         def t(x: np.ndarray) -> Tensor:  # (H, W, C) -> (1, C, H, W) float32
             return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float()
 
         p, g = t(pred).to(self.device), t(target).to(self.device)
-        return {n: float(net(p, g)[0]) for n, net in self.nets.items()}
+        side = min(pred.shape[:2])
+        return {n: float(net(p, g)[0]) for n, net in self.nets.items() if side >= net.MIN_SIDE}
 
 
 def score_pairs(pred: str | Path, target: str | Path) -> list[dict]:

@@ -4,12 +4,10 @@ perception-distortion plane (PSNR against LPIPS; Blau & Michaeli 2018)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from condiff.evaluate.writer import Means
+from condiff.evaluate.means import Means
 
 
 def _plt():

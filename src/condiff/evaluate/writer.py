@@ -14,9 +14,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from condiff.evaluate.means import Means
 from condiff.evaluate.methods import method_order
 from condiff.evaluate.plots import plot_headline, plot_pd_plane, plot_quality_vs_steps
-from condiff.evaluate.protocols.base import Metric, Protocol, level_sort
+from condiff.evaluate.protocols.base import Metric, Protocol
 from condiff.evaluate.report import Report, grid_caption, write_csvs
 
 POSTERIOR_GAP_DB = 10 * np.log10(2)  # an exact posterior sample: twice the mean's MSE
@@ -25,32 +26,6 @@ NOT_OFFLINE = (
     "MUSIQ, MANIQA and CLIP-IQA (and TOPIQ, HyperIQA, LIQE, PI) are not computed: their weights "
     "live on model hubs, and condiff never downloads at run time."
 )
-
-
-class Means:
-    """The report's means, indexed by (label, group, level)."""
-
-    def __init__(self, report: Report, protocol: Protocol) -> None:
-        self.records = report.means()
-        self.protocol = protocol
-        self.groups = report.groups()
-        self.levels = level_sort(report.levels())
-        self.labels: list[str] = []
-        self.by: dict[tuple[str, str, str], dict] = {}
-        for m in sorted(self.records, key=method_order):
-            label = self.label(m)
-            if label not in self.labels:
-                self.labels.append(label)
-            self.by[(label, str(m["group"]), str(m["level"]))] = m
-
-    def label(self, m: dict) -> str:
-        return self.protocol.baseline_label if m["estimate"] == "baseline" else str(m["method"])
-
-    def get(self, label: str, group: str, level: str) -> dict | None:
-        return self.by.get((label, group, level))
-
-    def has(self, key: str) -> bool:
-        return any(key in m for m in self.records)
 
 
 def _fmt(values: Iterable[tuple[Metric, float | None]]) -> str:

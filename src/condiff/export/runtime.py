@@ -11,7 +11,9 @@ within float tolerance (tested).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,3 +135,19 @@ class OrtPipeline:
             return out
         out = out.reshape(b, num_samples, *out.shape[1:])
         return out.mean(1) if estimate == "mean" else out
+
+
+def ort_engine(
+    model: str | Path | None, *, seed: int = 0, progress: bool = True, **opts: Any
+) -> tuple[Callable[[np.ndarray, int], np.ndarray], int]:
+    """(engine, condition channels) of an exported model for :func:`condiff.infer.run.sample_files`:
+    batch ``i`` draws its noise from ``numpy.random.default_rng(seed + i)``."""
+    if model is None:
+        raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
+    pipe = OrtPipeline(model)
+
+    def run(conds: np.ndarray, bi: int) -> np.ndarray:
+        res = pipe(conds, rng=seed + bi, progress=progress, **opts)
+        return res if res.ndim == 5 else res[:, None]
+
+    return run, pipe.cond_channels

@@ -1,7 +1,8 @@
 """``condiff sample``: files in, files out (names kept), with optional uncertainty maps.
 
-Two engines share the file handling: ``torch`` (a run folder) and ``onnxruntime`` (an exported
-model, numpy and ONNX Runtime only: this module imports torch only for the torch engine).
+An engine turns a batch of conditions into samples: :func:`torch_engine` (a run folder, in
+PyTorch) or :func:`condiff.export.runtime.ort_engine` (an exported model, numpy and ONNX Runtime
+only: this module imports torch only for the torch engine). The file handling is shared.
 """
 
 from __future__ import annotations
@@ -54,59 +55,33 @@ class SampleReport:
 
 
 def sample_files(
-    checkpoint: str | Path | None,
+    engine: Engine,
+    cond_channels: int,
     input_path: str | Path,
     output_dir: str | Path,
     *,
-    estimate: str = "sample",
-    sampler: str | None = None,
-    steps: int | None = None,
-    num_samples: int = 1,
     batch_size: int = 8,
-    seed: int = 0,
-    device: str = "auto",
-    dtype: str | None = None,
-    overlap: int | None = None,
     upscale: int = 1,
     progress: bool = True,
-    compile: bool | None = None,
-    graphs: bool | None = None,
-    engine: str = "torch",
-    onnx_model: str | Path | None = None,
     strict: bool = False,
 ) -> SampleReport:
-    """Sample every image under ``input_path`` into ``output_dir``.
+    """Sample every image under ``input_path`` into ``output_dir`` with ``engine`` (from
+    :func:`torch_engine`, or :func:`condiff.export.runtime.ort_engine` for an exported model),
+    whose condition has ``cond_channels`` channels.
 
     A file that cannot be read is reported in the result's ``skipped`` and the others are
     written; ``strict=True`` raises :class:`ImageError` at the first bad file instead.
-
-    ``estimate="sample"`` writes ``num_samples`` posterior samples per image (and their per-pixel
-    mean and std when more than one); ``"mean"`` writes one posterior-mean image.
-
-    Noise for batch ``i`` comes from a generator seeded with ``seed + i`` (torch's generator for
-    the torch engine, numpy's for onnxruntime).
     """
-    if num_samples < 1 or batch_size < 1 or upscale < 1:
-        raise ValueError("--num-samples, --batch-size and --upscale must be >= 1")
-    opts = dict(
-        estimate=estimate, sampler=sampler, steps=steps, num_samples=num_samples, overlap=overlap
-    )
-    if engine == "onnxruntime":
-        run, cc = _onnx_engine(onnx_model, seed, progress, opts)
-    elif engine == "torch":
-        if checkpoint is None:
-            raise ValueError("--checkpoint is required with the torch engine")
-        run, cc = _torch_engine(checkpoint, device, dtype, compile, graphs, seed, progress, opts)
-    else:
-        raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
+    if batch_size < 1 or upscale < 1:
+        raise ValueError("--batch-size and --upscale must be >= 1")
     inp, out = Path(input_path), Path(output_dir)
     files = [inp] if inp.is_file() else list_images(inp)
     if not files:
         raise ImageError(f"no images found in {inp}")
-    if cc not in (1, 3):
+    if cond_channels not in (1, 3):
         raise ValueError(
-            f"this model's condition has {cc} channels; condiff sample reads gray (1) or RGB (3) "
-            "images; use the Python API (condiff.load) for other layouts"
+            f"this model's condition has {cond_channels} channels; condiff sample reads gray (1) "
+            "or RGB (3) images; use the Python API (condiff.load) for other layouts"
         )
     skipped: list[tuple[Path, str]] = []
     # a bad file is an error (--strict) or is reported and skipped; the others are written
@@ -118,11 +93,11 @@ def sample_files(
         bar = tqdm(total=len(infos), desc="sample", unit="img")
     written: list[Path] = []
     done = 0
-    color = "gray" if cc == 1 else "rgb"
+    color = "gray" if cond_channels == 1 else "rgb"
     for bi, batch in enumerate(same_size_batches(infos, batch_size)):
         conds, good = read_conditions(batch, color, upscale, strict, skipped)
         if conds:
-            res = run(np.stack(conds).astype(np.float32), bi)
+            res = engine(np.stack(conds).astype(np.float32), bi)
             for p, samples in zip(good, res, strict=True):
                 written += write_samples(out, p, samples, infos[p].bit_depth)
             done += len(good)
@@ -162,32 +137,20 @@ def read_conditions(
     return conds, good
 
 
-def _onnx_engine(
-    onnx_model: str | Path | None, seed: int, progress: bool, opts: dict
-) -> tuple[Engine, int]:
-    if onnx_model is None:
-        raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
-    from condiff.export.runtime import OrtPipeline
-
-    ort_pipe = OrtPipeline(onnx_model)
-
-    def run(conds: np.ndarray, bi: int) -> np.ndarray:
-        res = ort_pipe(conds, rng=seed + bi, progress=progress, **opts)
-        return res if res.ndim == 5 else res[:, None]
-
-    return run, ort_pipe.cond_channels
-
-
-def _torch_engine(
+def torch_engine(
     checkpoint: str | Path,
-    device: str,
-    dtype: str | None,
-    compile: bool | None,
-    graphs: bool | None,
-    seed: int,
-    progress: bool,
-    opts: dict,
+    *,
+    device: str = "auto",
+    dtype: str | None = None,
+    compile: bool | None = None,
+    graphs: bool | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    **opts,
 ) -> tuple[Engine, int]:
+    """(engine, condition channels) of a run, checkpoint or ``pretrained:NAME`` in PyTorch.
+    ``opts``: the pipeline's options (estimate, sampler, steps, num_samples, overlap). Noise for
+    batch ``i`` comes from a generator seeded with ``seed + i``."""
     import torch
 
     from condiff.infer.pipeline import load, resolve_device

@@ -1,29 +1,33 @@
 """``condiff serve``: a trained model behind an HTTP API and a web page (FastAPI + uvicorn).
 
 Endpoints: ``POST /v1/translate`` (multipart field ``image``; options as query parameters or
-form fields), ``GET /v1/model``, ``GET /healthz``, ``GET /metrics`` (Prometheus text) and
-``GET /`` (the page). Concurrent requests with the same shape and options are micro-batched
-through one pipeline. Hostile input gets a 4xx and a message: an upload over the size limit
-(413), an image over the pixel limit (413, before decoding), a file that is not an image or is
-truncated, wrong channel counts, absurd options (422). An optional bearer token guards every
-endpoint but ``/healthz``.
+form fields; the answer when it is done), ``POST /v1/jobs`` (the same, answered at once with a
+job id), ``GET /v1/jobs/{id}`` (state, progress such as ``sample: step 7/20, tile 3/12``, and the
+outputs when done), ``DELETE /v1/jobs/{id}`` (cancel), ``GET /v1/model``, ``GET /healthz``,
+``GET /metrics`` (Prometheus text) and ``GET /`` (the page).
+
+Concurrent requests with the same shape and options are micro-batched through one pipeline.
+Hostile input gets a 4xx and a message. A request whose client goes away is cancelled: dropped
+from the queue, or stopped at its next network call. SIGTERM stops accepting and finishes the
+requests in flight; ``drain_timeout`` bounds that, after which the rest get 503 + Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hmac
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
 from condiff.data.io import ImageError, ImageTooLarge
+from condiff.infer.progress import Cancelled
 from condiff.serve.batching import MicroBatcher
-from condiff.serve.engine import OptionError, Translator, parse_options
+from condiff.serve.engine import Job, OptionError, Translator, parse_options
+from condiff.serve.gate import Gate, Metrics
 
 try:
-    import prometheus_client as prom
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 except ImportError as e:  # pragma: no cover - the optional extra
@@ -31,51 +35,76 @@ except ImportError as e:  # pragma: no cover - the optional extra
         f"condiff serve needs the serve extra: pip install 'condiff[serve]' ({e})"
     ) from None
 
-OPEN_PATHS = ("/healthz",)
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" '
+    'rx="6" fill="#4a7bd0"/><path d="M6 22c4-10 8-10 10 0s6 10 10 0" stroke="#fff" '
+    'stroke-width="3" fill="none"/></svg>'
+)
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, before parsing them
-    (by Content-Length, and by counting for chunked uploads)."""
+class Server:
+    """The app's state: the translator, the batcher, the jobs, the metrics, draining."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(scope, receive, send)
-        chunks, total, more = [], 0, True
-        while more:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                break
-            total += len(msg.get("body", b""))
-            if total > self.max_bytes:
-                return await self._refuse(scope, receive, send)
-            chunks.append(msg.get("body", b""))
-            more = msg.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
-        mb = self.max_bytes / 2**20
-        resp = JSONResponse(
-            {"detail": f"upload larger than the limit of {mb:.1f} MiB (--max-upload-mb)"},
-            status_code=413,
+    def __init__(
+        self,
+        translator: Translator,
+        *,
+        max_batch: int,
+        wait_ms: float,
+        drain_timeout: float | None,
+        job_ttl: float = 30.0,
+    ) -> None:
+        self.translator = translator
+        self.metrics = Metrics()
+        self.batcher = MicroBatcher(
+            translator.run,
+            max_batch=max_batch,
+            wait_s=wait_ms / 1000,
+            on_batch=self.metrics.batch,
         )
-        await resp(scope, receive, send)
+        self.metrics.queue_depth(lambda: self.batcher.depth)
+        self.jobs: dict[str, tuple[Job, asyncio.Future, float]] = {}  # async jobs: id -> ...
+        self.inflight: dict[str, Job] = {}  # every job not finished yet, by id
+        self.draining = False
+        self.drain_timeout = drain_timeout
+        self.job_ttl = job_ttl  # an async job nobody polls for this long is cancelled
+
+    def start_drain(self) -> None:
+        """SIGTERM: stop taking work; async jobs (their pollers cannot reconnect) are cut now,
+        requests in flight after ``drain_timeout`` seconds (None: never)."""
+        if self.draining:
+            return
+        self.draining = True
+        for job, _, _ in self.jobs.values():
+            self._stop(job, "cut")
+        if self.drain_timeout is not None:
+            asyncio.get_running_loop().call_later(self.drain_timeout, self._cut_all)
+
+    def _cut_all(self) -> None:
+        for job in list(self.inflight.values()):
+            self._stop(job, "cut")
+
+    def _stop(self, job: Job, why: str) -> None:
+        if not job.stop and job.state in ("queued", "running"):
+            job.stop = why
+            self.metrics.stopped(why)
+
+    async def submit(self, job: Job) -> asyncio.Future:
+        self.inflight[job.id] = job
+        fut = asyncio.ensure_future(self.batcher.submit(job))
+        fut.add_done_callback(lambda _: self.inflight.pop(job.id, None))
+        return fut
+
+    async def reap(self) -> None:
+        """Cancel async jobs whose page stopped polling; forget old finished ones."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for jid, (job, fut, seen) in list(self.jobs.items()):
+                if now - seen > self.job_ttl:
+                    self._stop(job, "cancelled")
+                    if fut.done():
+                        del self.jobs[jid]
 
 
 def create_app(
@@ -85,124 +114,156 @@ def create_app(
     max_batch: int = 8,
     wait_ms: float = 5.0,
     max_upload_bytes: int = 20 * 2**20,
+    drain_timeout: float | None = None,
 ) -> Any:
-    """The ASGI app around a loaded :class:`Translator`."""
-    registry = prom.CollectorRegistry()
-    requests = prom.Counter(
-        "condiff_requests", "HTTP requests", ["path", "status"], registry=registry
-    )
-    latency = prom.Histogram(
-        "condiff_request_seconds",
-        "request latency",
-        ["path"],
-        buckets=(0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100),
-        registry=registry,
-    )
-    batch_size = prom.Histogram(
-        "condiff_batch_size",
-        "jobs per network batch",
-        buckets=(1, 2, 4, 8, 16, 32),
-        registry=registry,
-    )
-    batch_seconds = prom.Histogram("condiff_batch_seconds", "seconds per batch", registry=registry)
-    batcher = MicroBatcher(
-        translator.run,
-        max_batch=max_batch,
-        wait_s=wait_ms / 1000,
-        on_batch=lambda n, s: (batch_size.observe(n), batch_seconds.observe(s)),
-    )
-    prom.Gauge("condiff_queue_depth", "jobs waiting or running", registry=registry).set_function(
-        lambda: batcher.depth
-    )
+    """The ASGI app around a loaded :class:`Translator` (``app.state.server`` holds the state)."""
+    srv = Server(translator, max_batch=max_batch, wait_ms=wait_ms, drain_timeout=drain_timeout)
 
     @asynccontextmanager
     async def lifespan(app: Any):
-        batcher.start()
+        srv.batcher.start()
+        reaper = asyncio.get_running_loop().create_task(srv.reap())
         yield
-        await batcher.stop()  # uvicorn has let the requests in flight finish
+        reaper.cancel()
+        await srv.batcher.stop()  # uvicorn has let the requests in flight finish
 
     app = FastAPI(title="condiff", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = srv
+    _pages(app, srv)
+    _translate(app, srv)
+    _jobs(app, srv)
+    return Gate(app, srv, token=token, max_bytes=max_upload_bytes)
 
-    @app.middleware("http")
-    async def guard_and_measure(request: Request, call_next: Any) -> Response:
-        t0 = time.perf_counter()
-        path = request.url.path
-        if token and path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            given = given[7:] if given.lower().startswith("bearer ") else ""
-            given = given or request.query_params.get("token", "")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                resp: Response = JSONResponse(
-                    {"detail": "a bearer token is required (Authorization: Bearer TOKEN)"},
-                    status_code=401,
-                )
-                requests.labels(path, "401").inc()
-                return resp
-        resp = await call_next(request)
-        requests.labels(path, str(resp.status_code)).inc()
-        latency.labels(path).observe(time.perf_counter() - t0)
-        return resp
 
+def _pages(app: Any, srv: Server) -> None:
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok"}
+        return {"status": "draining" if srv.draining else "ok"}
 
     @app.get("/v1/model")
     async def model() -> dict:
-        return translator.describe()
+        return srv.translator.describe()
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return PlainTextResponse(
-            prom.generate_latest(registry), media_type=prom.CONTENT_TYPE_LATEST
-        )
+        body, media = srv.metrics.text()
+        return PlainTextResponse(body, media_type=media)
 
     @app.get("/")
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files("condiff.serve").joinpath("page.html").read_text())
 
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(FAVICON, media_type="image/svg+xml")
+
+
+async def _read_job(request: Request, srv: Server) -> Job | JSONResponse:
+    """The upload and its options as a checked job, or the 4xx response that says why not."""
+    try:
+        form = await request.form()
+    except Exception as e:  # not multipart, or a broken one
+        return _error(400, f"expected a multipart/form-data upload with a field 'image' ({e})")
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        return _error(422, "the multipart field 'image' (an image file) is required")
+    raw = {**request.query_params, **{k: v for k, v in form.items() if k != "image"}}
+    raw.pop("token", None)
+    t = srv.translator
+    try:
+        opts = parse_options({k: str(v) for k, v in raw.items()}, t.defaults, t.limits)
+        return t.prepare(await upload.read(), opts)
+    except ImageTooLarge as e:
+        return _error(413, str(e))
+    except (OptionError, ImageError) as e:
+        return _error(422, str(e))
+
+
+def _translate(app: Any, srv: Server) -> None:
     @app.post("/v1/translate")
     async def translate(request: Request) -> Response:
         t0 = time.perf_counter()
-        try:
-            form = await request.form()
-        except Exception as e:  # not multipart, or a broken one
-            return _error(400, f"expected a multipart/form-data upload with a field 'image' ({e})")
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            return _error(422, "the multipart field 'image' (an image file) is required")
-        raw = {**request.query_params, **{k: v for k, v in form.items() if k != "image"}}
-        raw.pop("token", None)
-        try:
-            opts = parse_options(
-                {k: str(v) for k, v in raw.items()}, translator.defaults, translator.limits
-            )
-            job = translator.prepare(await upload.read(), opts)
-        except ImageTooLarge as e:
-            return _error(413, str(e))
-        except (OptionError, ImageError) as e:
-            return _error(422, str(e))
-        result = await batcher.submit(job)
-        if opts.format == "json" or "application/json" in request.headers.get("accept", ""):
-            h, w = job.cond.shape[1:]
-            return JSONResponse(
-                {
-                    "width": w,
-                    "height": h,
-                    "seconds": time.perf_counter() - t0,
-                    "nfe": result.nfe,
-                    "options": opts.__dict__,
-                    "media_type": "image/png",
-                    "outputs": {
-                        k: [base64.b64encode(b).decode() for b in v]
-                        for k, v in result.pngs().items()
-                    },
-                }
-            )
+        job = await _read_job(request, srv)
+        if isinstance(job, Response):
+            return job
+        fut = await srv.submit(job)
+        while not fut.done():  # a client that goes away cancels its job
+            await asyncio.wait({fut}, timeout=0.2)
+            if not fut.done() and await request.is_disconnected():
+                srv._stop(job, "cancelled")
+                await asyncio.wait({fut})
+        stopped = _stopped(fut, job)
+        if stopped is not None:
+            return stopped
+        result = fut.result()
+        if job.opts.format == "json" or "application/json" in request.headers.get("accept", ""):
+            return JSONResponse(_outputs(job, result, time.perf_counter() - t0))
         data, media = result.file()
         return Response(data, media_type=media, headers={"X-Condiff-NFE": str(result.nfe)})
 
-    return BodyLimit(app, max_upload_bytes)
+
+def _jobs(app: Any, srv: Server) -> None:
+    @app.post("/v1/jobs", status_code=202)
+    async def create(request: Request) -> Response:
+        job = await _read_job(request, srv)
+        if isinstance(job, Response):
+            return job
+        srv.jobs[job.id] = (job, await srv.submit(job), time.monotonic())
+        return JSONResponse({"id": job.id, "state": job.state}, status_code=202)
+
+    @app.get("/v1/jobs/{jid}")
+    async def poll(jid: str) -> Response:
+        if jid not in srv.jobs:
+            return _error(404, f"no job {jid!r} (finished jobs are kept until fetched)")
+        job, fut, _ = srv.jobs[jid]
+        srv.jobs[jid] = (job, fut, time.monotonic())
+        body: dict[str, Any] = {"id": jid, "state": job.state, "progress": job.progress}
+        if fut.done():
+            del srv.jobs[jid]
+            if job.state == "done":
+                body.update(_outputs(job, fut.result(), None))
+            elif fut.exception() is not None and job.state == "error":
+                body["detail"] = str(fut.exception())
+        return JSONResponse(body)
+
+    @app.delete("/v1/jobs/{jid}")
+    async def cancel(jid: str) -> Response:
+        if jid not in srv.jobs:
+            return _error(404, f"no job {jid!r}")
+        job = srv.jobs[jid][0]
+        srv._stop(job, "cancelled")
+        return JSONResponse({"id": jid, "state": job.stop or job.state})
+
+
+def _stopped(fut: asyncio.Future, job: Job) -> Response | None:
+    """The answer for a job that did not finish: 503 if a drain cut it, 499 if its client left."""
+    exc = fut.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, Cancelled) or job.stop:
+        if job.stop == "cut":
+            return JSONResponse(
+                {"detail": "the server is shutting down and stopped this request; retry"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        return _error(499, "cancelled: the client went away")
+    raise exc
+
+
+def _outputs(job: Job, result: Any, seconds: float | None) -> dict:
+    h, w = job.cond.shape[1:]
+    body = {
+        "width": w,
+        "height": h,
+        "nfe": result.nfe,
+        "options": job.opts.__dict__,
+        "media_type": "image/png",
+        "outputs": {k: [base64.b64encode(b).decode() for b in v] for k, v in result.pngs().items()},
+    }
+    if seconds is not None:
+        body["seconds"] = seconds
+    return body
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -218,9 +279,13 @@ def serve(
     max_batch: int = 8,
     wait_ms: float = 5.0,
     max_upload_mb: float = 20.0,
+    drain_timeout: float | None = None,
 ) -> None:
-    """Run the server until SIGTERM / Ctrl-C (requests in flight are finished first)."""
+    """Run the server until SIGTERM / Ctrl-C: the requests in flight are finished first (at most
+    ``drain_timeout`` seconds; then 503 + Retry-After). A second signal exits at once."""
     import uvicorn
+
+    from condiff.serve.gate import quiet_token_in_access_log
 
     app = create_app(
         translator,
@@ -228,5 +293,24 @@ def serve(
         max_batch=max_batch,
         wait_ms=wait_ms,
         max_upload_bytes=int(max_upload_mb * 2**20),
+        drain_timeout=drain_timeout,
     )
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=60, log_level="info")
+    quiet_token_in_access_log()
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", timeout_graceful_shutdown=None
+    )
+    draining_server(config, app.srv).run()
+
+
+def draining_server(config: Any, srv: Server) -> Any:
+    """uvicorn's server, telling the app to drain when the first SIGTERM or SIGINT arrives;
+    uvicorn then stops accepting and waits for the open requests (no timeout of its own)."""
+    import uvicorn
+
+    class Draining(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                asyncio.get_event_loop().call_soon_threadsafe(srv.start_drain)
+            super().handle_exit(sig, frame)
+
+    return Draining(config)

@@ -2,7 +2,9 @@
 
 One worker task takes the first waiting job, then gathers jobs with the same key for up to
 ``wait_s`` or until ``max_batch``, and runs them as one batch on a single worker thread (one
-pipeline, one batch at a time). Jobs with other keys wait for the next round, in order.
+pipeline, one batch at a time). Jobs with other keys wait for the next round, in order. A job
+told to stop (``job.stop``: its client went away, or the server is draining) is dropped from the
+queue; a running batch stops at its next network call once all its jobs are told to stop.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from condiff.infer.progress import Cancelled
 
 Item = tuple[Any, asyncio.Future]  # (job, the future its request awaits)
 
@@ -85,24 +89,43 @@ class MicroBatcher:
                 except TimeoutError:
                     break
                 (batch if item[0].key == key else self.pending).append(item)
-            batch = [it for it in batch if not it[1].cancelled()]  # clients that went away
+            batch = self._drop_stopped(batch)
             if not batch:
                 continue
-            self.running = len(batch)
-            t0 = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(
-                    self.executor, self.run_batch, [job for job, _ in batch]
-                )
-            except Exception as e:  # the batch's requests all get the error
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
+            await self._run(loop, batch)
+
+    def _drop_stopped(self, batch: list[Item]) -> list[Item]:
+        """Jobs whose clients went away (or that a drain cut) never reach the network."""
+        keep = []
+        for job, fut in batch:
+            if fut.cancelled() or getattr(job, "stopped", False):
+                job.state = getattr(job, "stop", "") or "cancelled"
+                if not fut.done():
+                    fut.set_exception(Cancelled(job.state))
             else:
-                for (_, fut), res in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(res)
-            finally:
-                self.running = 0
-            if self.on_batch is not None:
-                self.on_batch(len(batch), time.perf_counter() - t0)
+                keep.append((job, fut))
+        return keep
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[Item]) -> None:
+        self.running = len(batch)
+        for job, _ in batch:
+            job.state = "running"
+        t0 = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(
+                self.executor, self.run_batch, [job for job, _ in batch]
+            )
+        except Exception as e:  # the batch's requests all get the error (Cancelled included)
+            for job, fut in batch:
+                job.state = (job.stop or "cancelled") if isinstance(e, Cancelled) else "error"
+                if not fut.done():
+                    fut.set_exception(e)
+        else:
+            for (job, fut), res in zip(batch, results, strict=True):
+                job.state = job.stop or "done"
+                if not fut.done():
+                    fut.set_result(res)
+        finally:
+            self.running = 0
+        if self.on_batch is not None:
+            self.on_batch(len(batch), time.perf_counter() - t0)

@@ -6,6 +6,7 @@ output for the same image, options and seed.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from condiff.data.io import encode_image, probe_image, read_image
 from condiff.diffusion.samplers import SAMPLERS
 from condiff.infer.graphs import DETERMINISTIC
 from condiff.infer.outputs import STD_SCALE
+from condiff.infer.progress import Cancelled, Progress
 from condiff.infer.run import resize_bicubic_np
 
 ESTIMATES = ("sample", "mean", "all")  # all: baseline, mean, samples and their std (the page)
@@ -91,6 +93,14 @@ class Job:
     bit_depth: int
     opts: Options
     batchable: bool  # deterministic sampler: may share a network call with other jobs
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    state: str = "queued"  # queued, running, done, error, cancelled (client gone), cut (drain)
+    progress: str = ""  # e.g. "sample: step 7/20, tile 3/12"
+    stop: str = ""  # why the job must stop: "cancelled" or "cut"; "" = go on
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.stop)
 
     @property
     def key(self) -> tuple:
@@ -184,9 +194,19 @@ class Translator:
         sc = self.cfg.sample
         self.defaults = Options(sampler=sc.sampler, steps=min(sc.steps, self.limits.max_steps))
 
+    def default_upscale(self) -> int:
+        """The model's own super-resolution factor (uploads are low-resolution), else 1."""
+        data = self.cfg.data
+        if data.kind == "task" and data.task.name == "super_resolution":
+            return min(data.task.factor, self.limits.max_upscale)
+        return 1
+
     def describe(self) -> dict[str, Any]:
+        task = self.cfg.data.task
         return {
             "engine": self.engine,
+            "task": task.name if self.cfg.data.kind == "task" else "paired",
+            "default_upscale": self.default_upscale(),
             "cond_channels": self.cond_channels,
             "target_channels": self.target_channels,
             "color": self.color,
@@ -253,6 +273,19 @@ class Translator:
             out = self.pipe(torch.from_numpy(conds), noise=torch.cat(noise), **opts)
         return out.float().cpu().numpy()
 
+    @staticmethod
+    def _watch(jobs: list[Job], phase: str):
+        """The progress callback of one pipeline call: record where the batch is on each job,
+        and stop (Cancelled) once every job of the batch has been told to stop."""
+
+        def tick(p: Progress) -> None:
+            for j in jobs:
+                j.progress = f"{phase}: {p}"
+            if all(j.stopped for j in jobs):
+                raise Cancelled(jobs[0].stop)
+
+        return tick
+
     def run(self, jobs: list[Job]) -> list[Result]:
         """One batch of jobs with equal keys (or a single job).
 
@@ -285,8 +318,15 @@ class Translator:
 
         def sample(k: int, estimate: str) -> np.ndarray:
             noise = [self._noise(k, shape, j.opts.seed) for j in jobs]
+            tick = self._watch(jobs, "mean" if estimate == "mean" and k == 1 else "sample")
             out = self._call(
-                conds, noise, estimate=estimate, sampler=o.sampler, steps=o.steps, num_samples=k
+                conds,
+                noise,
+                estimate=estimate,
+                sampler=o.sampler,
+                steps=o.steps,
+                num_samples=k,
+                callback=tick,
             )
             return (out + 1) / 2  # (B, [K,] C, H, W) in [0, 1]
 
