@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from condiff.bench.profile import format_profiles, profile_families
 from condiff.bench.rows import BenchRow, format_rows
-from condiff.bench.timing import timer
+from condiff.bench.timing import bench_device, timer
 from condiff.bench.train_loop import TRAIN_LOOP, bench_train_loop, loop_vs_bare
 from condiff.diffusion import NoiseSchedule, diffusion_loss, sample
 from condiff.infer.graphs import GraphedSampler
@@ -258,12 +258,6 @@ def bench_variant(
         return row
 
 
-def resolve_bench_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def jobs_for(
     preset: str, dev: torch.device, opts: dict
 ) -> list[tuple[str, Callable[[], BenchRow]]]:
@@ -321,7 +315,7 @@ def run_bench(
     t_start = time.perf_counter()
     if quick:
         repeats, diffusers = min(repeats, 2), False
-    dev = resolve_bench_device(device)
+    dev = bench_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from condiff.bench.recipe import PEAK_TFLOPS, forward_gflop
-from condiff.bench.timing import Col, table, timer
+from condiff.bench.timing import Col, bench_device, table, timer
 from condiff.infer.tiling import tile_starts
 
 
@@ -94,13 +94,7 @@ def run_infer_bench(
     graphs: bool | None = None,
     json_path: str | None = None,
 ) -> list[InferRow]:
-    dev = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if device == "auto"
-        else device
-    )
+    dev = bench_device(device)
     pipe = _pipeline(checkpoint, preset, window, dev, compile=compile, graphs=graphs)
     gflop = forward_gflop(getattr(pipe.model, "_orig_mod", pipe.model), pipe.window)
     rows = []

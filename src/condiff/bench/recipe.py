@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from condiff.bench.timing import Col, sync, table, timer
+from condiff.bench.timing import Col, bench_device, sync, table, timer
 from condiff.config import load_config
 from condiff.diffusion import NoiseSchedule, diffusion_loss
 from condiff.diffusion.objectives import encode_target
@@ -118,13 +118,7 @@ def run_recipe_bench(
     json_path: str | None = None,
 ) -> list[RecipeRow]:
     cfg = load_config(config)
-    dev = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if device == "auto"
-        else device
-    )
+    dev = bench_device(device)
     gpus = max(1, torch.cuda.device_count()) if dev.type == "cuda" else 1
     b = batch or (cfg.train.batch_size // gpus if dev.type == "cuda" else 4)
     rows = []

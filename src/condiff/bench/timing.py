@@ -30,6 +30,13 @@ def timer(device: torch.device, fn: Callable[[], object], repeats: int, warmup: 
     return statistics.median(times)
 
 
+def bench_device(device: str) -> torch.device:
+    """``auto`` -> CUDA where there is one, else the CPU; other names as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

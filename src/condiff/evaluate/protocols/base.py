@@ -3,12 +3,15 @@ and which published rows stand beside ours. One small object per protocol."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
+from condiff.data.io import ImageError, list_images
 from condiff.evaluate.report import EvalItem
 
 Key = tuple[str, str]  # (group, level), e.g. ("BSD68", "σ=25"); level "" where there is none
@@ -76,6 +79,45 @@ class Protocol:
     def sections(self, table) -> list[str]:
         """Extra Markdown after the headline tables (``table(metric, title)`` writes one)."""
         return []
+
+
+def by_level(
+    rows: dict[str, dict[str, tuple[float, ...]]], levels: list[str], metric: str = "psnr"
+) -> list[Published]:
+    """Published rows given per set as one value per level: ``{name: {set: (v1, v2, ...)}}``."""
+    return [
+        Published(
+            name,
+            {
+                (s, lv): {metric: v}
+                for s, vals in per.items()
+                for lv, v in zip(levels, vals, strict=True)
+            },
+        )
+        for name, per in rows.items()
+    ]
+
+
+def read_sets(
+    folders: list[Path],
+    read: Callable[[Path], Any],
+    limit: int | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> Iterator[tuple[str, Path, Any]]:
+    """(set name, file, ``read(file)``) for the first ``limit`` images of each folder (a test
+    set, named by its folder). An unreadable file raises :class:`ImageError`, or, given
+    ``skipped``, is listed there and left out."""
+    for folder in folders:
+        paths = list_images(folder)
+        for path in paths[:limit] if limit else paths:
+            try:
+                value = read(path)
+            except ImageError as e:
+                if skipped is None:
+                    raise
+                skipped.append((path, str(e)))
+                continue
+            yield Path(folder).name, path, value
 
 
 def level_sort(levels: list[str]) -> list[str]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from condiff.data.io import ImageError, list_images, probe_image, read_image, to_model
+from condiff.data.io import probe_image, read_image, to_model
 from condiff.evaluate.metrics import psnr_255, ssim_255_channels
-from condiff.evaluate.protocols.base import Metric, Protocol, Published
+from condiff.evaluate.protocols.base import Metric, Protocol, Published, by_level, read_sets
 from condiff.evaluate.report import EvalItem
 
 SIGMAS = (15.0, 25.0, 50.0)
@@ -29,22 +29,8 @@ SIGMAS = (15.0, 25.0, 50.0)
 OVERLAPS = {"Set12": ("04",)}
 
 
-def _table(rows: dict[str, dict[str, tuple[float, float, float]]]) -> list[Published]:
-    return [
-        Published(
-            name,
-            {
-                (s, f"σ={sig:g}"): {"psnr": v}
-                for s, vals in per.items()
-                for sig, v in zip(SIGMAS, vals, strict=True)
-            },
-        )
-        for name, per in rows.items()
-    ]
-
-
 # ANCHORS.md: the DnCNN, DRUNet, SwinIR and Restormer papers' tables as their repositories show.
-PUBLISHED = _table(
+PUBLISHED = by_level(
     {
         "BM3D / CBM3D (2007)": {
             "Set12": (32.37, 29.97, 26.72),
@@ -76,7 +62,8 @@ PUBLISHED = _table(
             "BSD68": (31.96, 29.52, 26.62),
             "CBSD68": (34.40, 31.79, 28.60),
         },
-    }
+    },
+    [f"σ={s:g}" for s in SIGMAS],
 )
 
 
@@ -127,28 +114,16 @@ class DenoiseProtocol(Protocol):
         """Each folder a test set; every image at every sigma (level "σ=25")."""
         want = 1 if color == "gray" else 3
         items = []
-        for folder in folders:
-            group = Path(folder).name
-            paths = list_images(folder)
-            for path in paths[:limit] if limit else paths:
-                try:
-                    clean = _read(path, want)
-                except ImageError as e:
-                    if skipped is None:
-                        raise
-                    skipped.append((path, str(e)))
-                    continue
-                also = tuple(
-                    f"{group} w/o {' '.join(names)}"
-                    for g, names in OVERLAPS.items()
-                    if g == group and path.stem not in names
-                )
-                target = to_model(clean)
-                for s in self.sigmas:
-                    cond = to_model(noisy(clean, s))
-                    items.append(
-                        EvalItem(path.stem, cond, target, group, level=f"σ={s:g}", also=also)
-                    )
+        for group, path, clean in read_sets(folders, lambda p: _read(p, want), limit, skipped):
+            also = tuple(
+                f"{group} w/o {' '.join(names)}"
+                for g, names in OVERLAPS.items()
+                if g == group and path.stem not in names
+            )
+            target = to_model(clean)
+            for s in self.sigmas:
+                cond = to_model(noisy(clean, s))
+                items.append(EvalItem(path.stem, cond, target, group, level=f"σ={s:g}", also=also))
         return items
 
     def score(self, item, pred, target) -> dict[str, float]:

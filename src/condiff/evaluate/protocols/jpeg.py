@@ -16,30 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from condiff.data.io import ImageError, list_images, read_image, to_model
+from condiff.data.io import read_image, to_model
 from condiff.evaluate.metrics import psnr_255, psnr_b, ssim_255, y_uint8
-from condiff.evaluate.protocols.base import Metric, Protocol, Published
+from condiff.evaluate.protocols.base import Metric, Protocol, Published, by_level, read_sets
 from condiff.evaluate.report import EvalItem
 
 QUALITIES = (10, 20, 30, 40)
 
 
-def _table(rows: dict[str, dict[str, tuple[float, ...]]]) -> list[Published]:
-    return [
-        Published(
-            name,
-            {
-                (s, f"q={q}"): {"psnr": v}
-                for s, vals in per.items()
-                for q, v in zip(QUALITIES, vals, strict=True)
-            },
-        )
-        for name, per in rows.items()
-    ]
-
-
 # ANCHORS.md: the ARCNN, DnCNN, FBCNN, DRUNet and SwinIR tables (gray / Y PSNR).
-PUBLISHED = _table(
+PUBLISHED = by_level(
     {
         "JPEG input (published)": {
             "Classic5": (27.82, 30.12, 31.48, 32.43),
@@ -65,7 +51,8 @@ PUBLISHED = _table(
             "Classic5": (30.27, 32.52, 33.73, 34.52),
             "LIVE1": (29.86, 32.25, 33.69, 34.67),
         },
-    }
+    },
+    [f"q={q}" for q in QUALITIES],
 )
 # SSIM and PSNR-B at q10 on LIVE1.
 for _name, _ssim, _pb in (
@@ -140,24 +127,11 @@ class JpegProtocol(Protocol):
     def items(self, folders, *, color, limit=None, skipped=None) -> list[EvalItem]:
         """Each folder a test set; every image at every quality (level "q=10")."""
         items = []
-        for folder in folders:
-            paths = list_images(folder)
-            for path in paths[:limit] if limit else paths:
-                try:
-                    y8 = gray_or_y(path)
-                except ImageError as e:
-                    if skipped is None:
-                        raise
-                    skipped.append((path, str(e)))
-                    continue
-                target = to_model(y8[:, :, None].astype(np.float32) / 255)
-                for q in self.qualities:
-                    low = jpeg_roundtrip(y8, q)[:, :, None].astype(np.float32) / 255
-                    items.append(
-                        EvalItem(
-                            path.stem, to_model(low), target, Path(folder).name, level=f"q={q}"
-                        )
-                    )
+        for group, path, y8 in read_sets(folders, gray_or_y, limit, skipped):
+            target = to_model(y8[:, :, None].astype(np.float32) / 255)
+            for q in self.qualities:
+                low = jpeg_roundtrip(y8, q)[:, :, None].astype(np.float32) / 255
+                items.append(EvalItem(path.stem, to_model(low), target, group, level=f"q={q}"))
         return items
 
     def score(self, item, pred, target) -> dict[str, float]:

@@ -17,15 +17,14 @@ perceptual-SR papers do: AlexNet v0.1 on RGB in [-1, 1] (gray replicated), whole
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from condiff.config import TaskConfig
-from condiff.data.io import ImageError, list_images, read_image, to_model
+from condiff.data.io import read_image, to_model
 from condiff.data.tasks import SuperResolution, resize_bicubic
 from condiff.evaluate.metrics import psnr_255, shave, ssim_255, ycbcr
-from condiff.evaluate.protocols.base import Metric, Protocol, Published
+from condiff.evaluate.protocols.base import Metric, Protocol, Published, read_sets
 from condiff.evaluate.report import EvalItem
 
 # Published 4x figures (Y, border = 4), PSNR / SSIM, as the papers print them: bicubic, SRCNN
@@ -108,21 +107,13 @@ class SRProtocol(Protocol):
         factor, downscaled and rounded to 8 bits, upscaled back as the condition."""
         f = self.factor
         items = []
-        for folder in folders:
-            paths = list_images(folder)
-            for path in paths[:limit] if limit else paths:
-                try:
-                    hr, _ = read_image(path, color)
-                except ImageError as e:
-                    if skipped is None:
-                        raise
-                    skipped.append((path, str(e)))
-                    continue
-                h, w = hr.shape[0] - hr.shape[0] % f, hr.shape[1] - hr.shape[1] % f
-                target = to_model(hr[:h, :w])
-                low = self.task.downscale(target)
-                cond = self.task.upscale(low)
-                items.append(EvalItem(path.stem, cond, target, group=Path(folder).name, low=low))
+        for group, path, hr in read_sets(
+            folders, lambda p: read_image(p, color)[0], limit, skipped
+        ):
+            h, w = hr.shape[0] - hr.shape[0] % f, hr.shape[1] - hr.shape[1] % f
+            target = to_model(hr[:h, :w])
+            low = self.task.downscale(target)
+            items.append(EvalItem(path.stem, self.task.upscale(low), target, group, low=low))
         return items
 
     def score(self, item, pred, target) -> dict[str, float]:
