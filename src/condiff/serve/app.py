@@ -76,15 +76,16 @@ class Server:
             return
         self.draining = True
         for job, _, _ in self.jobs.values():
-            self._stop(job, "cut")
+            self.stop_job(job, "cut")
         if self.drain_timeout is not None:
             asyncio.get_running_loop().call_later(self.drain_timeout, self._cut_all)
 
     def _cut_all(self) -> None:
         for job in list(self.inflight.values()):
-            self._stop(job, "cut")
+            self.stop_job(job, "cut")
 
-    def _stop(self, job: Job, why: str) -> None:
+    def stop_job(self, job: Job, why: str) -> None:
+        """Tell a queued or running job to stop (``cancelled`` or ``cut``); counted once."""
         if not job.stop and job.state in ("queued", "running"):
             job.stop = why
             self.metrics.stopped(why)
@@ -102,7 +103,7 @@ class Server:
             now = time.monotonic()
             for jid, (job, fut, seen) in list(self.jobs.items()):
                 if now - seen > self.job_ttl:
-                    self._stop(job, "cancelled")
+                    self.stop_job(job, "cancelled")
                     if fut.done():
                         del self.jobs[jid]
 
@@ -190,7 +191,7 @@ def _translate(app: Any, srv: Server) -> None:
         while not fut.done():  # a client that goes away cancels its job
             await asyncio.wait({fut}, timeout=0.2)
             if not fut.done() and await request.is_disconnected():
-                srv._stop(job, "cancelled")
+                srv.stop_job(job, "cancelled")
                 await asyncio.wait({fut})
         stopped = _stopped(fut, job)
         if stopped is not None:
@@ -231,7 +232,7 @@ def _jobs(app: Any, srv: Server) -> None:
         if jid not in srv.jobs:
             return _error(404, f"no job {jid!r}")
         job = srv.jobs[jid][0]
-        srv._stop(job, "cancelled")
+        srv.stop_job(job, "cancelled")
         return JSONResponse({"id": jid, "state": job.stop or job.state})
 
 
