@@ -151,10 +151,16 @@ def run(a: argparse.Namespace) -> int:
     if a.serve:
         return _serve(a)
     if a.recipe:
-        from condiff.bench.recipe import run_recipe_bench
+        from condiff.bench.recipe import MODES, run_recipe_bench
 
+        modes = tuple(m for m in MODES if not a.only or any(o in m for o in a.only))
         run_recipe_bench(
-            a.recipe, device=a.device, batch=a.batch, repeats=a.repeats, json_path=a.json
+            a.recipe,
+            device=a.device,
+            batch=a.batch,
+            repeats=a.repeats,
+            json_path=a.json,
+            modes=modes,
         )
         return 0
     if a.infer:

@@ -181,9 +181,10 @@ def to_model(x: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))) * 2 - 1
 
 
-def from_model(x: Tensor) -> np.ndarray:
-    """(C, H, W) in [-1, 1] -> (H, W, C) float32 in [0, 1] (clipped)."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+def from_model(x: Tensor, clip: bool = True) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) float32 in [0, 1] (clipped unless ``clip=False``)."""
+    x = x.detach().float().cpu()
+    return (((x.clamp(-1, 1) if clip else x) + 1) / 2).permute(1, 2, 0).numpy()
 
 
 def encode_image(x: np.ndarray, bit_depth: int = 8, fmt: str = "PNG") -> bytes:

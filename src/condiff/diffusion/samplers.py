@@ -2,6 +2,9 @@
 
     sampler(denoise, x_T, schedule, timesteps, *, eta, generator, progress) -> x0
 
+``eta`` (stochasticity) None means the sampler's own default: 0 for ddim, 1 for dpmpp_2m_sde;
+the other samplers ignore it (ddpm is always ancestral).
+
 ``denoise(x_t, t)`` maps a float32 state and ``(B,)`` integer timesteps to the clean-image
 estimate ``x0_hat`` (already clipped or thresholded); ``timesteps`` is descending. Every
 sampler keeps its state in float32 and ends at t = 0 with the final clean image.
@@ -63,7 +66,7 @@ def ddpm(
     schedule: NoiseSchedule,
     timesteps: Array,
     *,
-    eta: float = 1.0,
+    eta: float | None = None,
     generator: Any = None,
     progress: bool = False,
 ) -> Array:
@@ -93,11 +96,13 @@ def ddim(
     schedule: NoiseSchedule,
     timesteps: Array,
     *,
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: Any = None,
     progress: bool = False,
 ) -> Array:
-    """DDIM (Song et al. 2021, eq. 12); ``eta=0`` is deterministic, ``eta=1`` is DDPM-like."""
+    """DDIM (Song et al. 2021, eq. 12); ``eta=0`` (the default) is deterministic, ``eta=1`` is
+    DDPM's ancestral sampling."""
+    eta = 0.0 if eta is None else eta
     x = _f32(x_T)
     ts = timesteps.tolist()
     for i in _steps(timesteps, progress, "ddim"):
@@ -118,7 +123,7 @@ def dpmpp_2m(
     schedule: NoiseSchedule,
     timesteps: Array,
     *,
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: Any = None,
     progress: bool = False,
 ) -> Array:
@@ -158,7 +163,7 @@ def dpmpp_2m_sde(
     schedule: NoiseSchedule,
     timesteps: Array,
     *,
-    eta: float = 1.0,
+    eta: float | None = None,
     generator: Any = None,
     progress: bool = False,
 ) -> Array:
@@ -166,8 +171,9 @@ def dpmpp_2m_sde(
     first and last step. With h = lambda_next - lambda in log-SNR and eta the noise share:
     x_next = (sigma_next / sigma) e^{-eta h} x + alpha_next (1 - e^{-(1 + eta) h}) D
              + sigma_next sqrt(1 - e^{-2 eta h}) z,
-    D the x0 estimate extrapolated from the last two steps; eta = 0 is dpmpp_2m.
+    D the x0 estimate extrapolated from the last two steps; eta = 0 is dpmpp_2m (default 1).
     """
+    eta = 1.0 if eta is None else eta
     x = _f32(x_T)
     ts = timesteps.tolist()
     prev_x0: Array | None = None
@@ -207,7 +213,7 @@ def euler(
     schedule: NoiseSchedule,
     timesteps: Array,
     *,
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: Any = None,
     progress: bool = False,
 ) -> Array:
@@ -228,7 +234,7 @@ def heun(
     schedule: NoiseSchedule,
     timesteps: Array,
     *,
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: Any = None,
     progress: bool = False,
 ) -> Array:

@@ -58,5 +58,4 @@ def sample(
         clip_value=clip_value,
         dynamic_threshold_percentile=dynamic_threshold_percentile,
     )
-    kw = {} if eta is None else {"eta": eta}  # None: the sampler's own default
-    return fn(denoise, x_T, schedule, timesteps, generator=generator, progress=progress, **kw)
+    return fn(denoise, x_T, schedule, timesteps, eta=eta, generator=generator, progress=progress)

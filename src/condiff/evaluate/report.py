@@ -167,9 +167,7 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
         if plan.quantize:
             pred = np.round(pred * 255) / 255
         raw = plan.raw_baseline and m.estimate == "baseline"
-        scores = plan.score(
-            it, ((est.float() + 1) / 2).permute(1, 2, 0).numpy() if raw else pred, tgt
-        )
+        scores = plan.score(it, from_model(est, clip=False) if raw else pred, tgt)
         if plan.extra is not None:
             scores.update(plan.extra(pred, tgt))
         report.rows.append(

@@ -127,7 +127,7 @@ class OrtPipeline:
             timesteps,
             generator=rng,
             progress=progress,
-            **({} if eta is None else {"eta": eta}),
+            eta=eta,
         )
         out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)
         out = np.clip(out[:, :, :h, :w], -1, 1)

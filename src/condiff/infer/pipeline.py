@@ -206,7 +206,7 @@ class Pipeline:
                 timesteps,
                 generator=generator,
                 progress=progress,
-                **({} if eta is None else {"eta": eta}),  # None: the sampler's own default
+                eta=eta,  # None: the sampler's own default
             )
         return self._finish(out, cond_k, b, num_samples, h, w, mean)
 
