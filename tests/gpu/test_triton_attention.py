@@ -102,7 +102,15 @@ def test_cuda_graph_capture_and_replay():
         assert rel(out, ref_attention(q, k, v)) < 1e-2
 
 
-@pytest.mark.parametrize("options", [{"max_bound": False}, {"delta_mma": True}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_bound": False},
+        {"delta_mma": True},
+        {"fma_exp": False, "trunc": 0},
+        {"trunc": 1, "fma_exp_bwd": True},
+    ],
+)
 def test_kernel_switches_compute_the_same_function(options):
     from condiff.nn import triton_attention as ta
 

@@ -45,6 +45,19 @@ def test_tiles_cover_and_blend_exactly():
     x, t = torch.randn(2, 2, 45, 70), torch.tensor([5, 9])
     torch.testing.assert_close(TiledModel(pointwise, 16, 4)(x, t), pointwise(x, t))
 
+    # Chunks of tiles come in one size (one compiled shape): 4 x 6 = 24 windows of 2 images, at
+    # most 10 rows (5 windows) a call -> 5 calls of 5 windows, the last with one repeat.
+    sizes = []
+
+    def counting(x, t):
+        sizes.append(x.shape[0])
+        return pointwise(x, t)
+
+    tiled = TiledModel(counting, 16, 4, max_batch=10)
+    torch.testing.assert_close(tiled(x, t), pointwise(x, t))
+    assert len(tile_starts(45, 16, 4)) * len(tile_starts(70, 16, 4)) == 24
+    assert sizes == [10] * 5  # 24 windows + 1 repeat, 2 rows each
+
 
 def test_sample_cli_keeps_names_sizes_and_bit_depth(tiny_run, tmp_path):
     import tifffile
@@ -268,6 +281,12 @@ def test_evaluate_sr_protocol_cli(tiny_run, tmp_path):
     assert (out / "sr_psnr.png").is_file() and len(list((out / "grids" / "SetA").glob("*"))) == 2
     p = run_cli("evaluate", "--checkpoint", str(tiny_run), "--protocol", "sr", check=False)
     assert p.returncode == 2 and "--images" in p.stderr
+    # --overlap: the tiles' shared pixels, checked against the window (the run's crop)
+    p = run_cli(
+        "evaluate", "--checkpoint", str(tiny_run), "--protocol", "sr", "--images", sets[0],
+        "--overlap", "999", check=False,
+    )  # fmt: skip
+    assert p.returncode == 2 and "--overlap must be in [0," in p.stderr
 
 
 def test_sample_cli_errors_name_the_problem(tiny_run, tmp_path):

@@ -1,5 +1,7 @@
 """The network against the spec's walkthrough (conditional-unet-seed.md + READING.md)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -225,3 +227,21 @@ def test_registered_kernel_is_what_attention_blocks_call():
     assert attn._active == "auto"  # the selection before the block is back
     assert calls and all(len(s) == 4 for s in calls)
     torch.testing.assert_close(out, ref)
+
+
+def test_compile_cache_outlives_the_process(monkeypatch, tmp_path):
+    """Inductor's cache goes to $CONDIFF_CACHE/inductor (not /tmp), unless the user named one."""
+    import os
+
+    from condiff.nn.compiled import compile_cache_dir, compile_module
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("CONDIFF_CACHE", str(tmp_path))
+    assert compile_cache_dir() == tmp_path / "inductor"
+    compile_module(torch.nn.Linear(2, 2))  # lazy: nothing compiles until the first call
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("CONDIFF_CACHE")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    assert compile_cache_dir() == Path.home() / ".cache" / "condiff" / "inductor"

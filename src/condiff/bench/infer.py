@@ -1,6 +1,6 @@
 """``condiff bench --infer --sizes 256 512 1024``: latency of whole images through ``Pipeline``
 (tiled at the training window, as users run photographs): the one-call posterior mean and a
-20-step dpmpp_2m sample per output size, with Mpix/s, the network work (tiles x forward FLOPs)
+20-step dpmpp_2m sample per output size (whatever sampler the checkpoint's config names), with Mpix/s, the network work (tiles x forward FLOPs)
 and its share of the device's peak, side by side in one run."""
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ def bench_size(pipe, size: int, repeats: int, gflop: float, device: torch.device
 
     def run(est: str) -> float:
         return timer(
-            device, lambda: pipe(cond, estimate=est, steps=20, generator=gen), repeats, warmup=2
+            device,
+            lambda: pipe(cond, estimate=est, sampler="dpmpp_2m", steps=20, generator=gen),
+            repeats,
+            warmup=2,
         )
 
     mean_s, sample_s = run("mean"), run("sample")

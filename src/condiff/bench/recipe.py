@@ -1,7 +1,9 @@
 """``condiff bench --recipe CONFIG``: a recipe's own training step, at its crop and per-device
-batch, eager (what the SR recipes ship: ``compile: false``) against compiled variants, side by
-side in one run: first-step time (compilation included), steady img/s, the time to the recipe's
-step count, and the share of the device's peak rate."""
+batch, eager against compiled variants (``compiled``: what ``configs/sr4-gray.yaml`` ships on
+CUDA; ``graphed``: compiled with CUDA graphs; ``regional``: each block compiled on its own), side
+by side in one run: first-step time (compilation included: cold, or from Inductor's cache when a
+run has compiled the same network before), steady img/s, the time to the recipe's step count,
+and the share of the device's peak rate."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from condiff.diffusion import NoiseSchedule, diffusion_loss
 from condiff.diffusion.objectives import encode_target
 from condiff.nn import ConditionalUNet
 from condiff.nn.blocks import AttentionBlock, ResidualBlock
+from condiff.nn.compiled import compile_module
 from condiff.nn.precision import autocast_ctx, resolve_precision
 from condiff.train.ema import EMA
 from condiff.train.step import sample_timesteps
@@ -25,7 +28,7 @@ from condiff.train.step import sample_timesteps
 # Dense bf16 peak of an H200 (NVIDIA's datasheet, SXM); a measured 8192^3 bf16 matmul there
 # reaches ~790 TFLOP/s (the device tool's KINDS.md). On a CPU no peak is assumed.
 PEAK_TFLOPS = {"cuda": 989.0}
-MODES = ("eager", "compiled", "regional")
+MODES = ("eager", "compiled", "regional", "graphed")
 
 
 @dataclass
@@ -54,15 +57,23 @@ def _build(cfg, mode: str, device: torch.device) -> tuple[ConditionalUNet, torch
         model = model.to(memory_format=torch.channels_last)
     torch._dynamo.reset()
     if mode == "compiled":
-        return model, torch.compile(model, dynamic=False)
-    if mode == "regional":  # compile each repeated block: one graph per block shape, fast
+        return model, compile_module(model, dynamic=False)
+    if mode == "graphed":  # compiled, forward and backward replayed as CUDA graphs
+        return model, compile_module(model, dynamic=False, mode="reduce-overhead")
+    if mode == "regional":  # compile each repeated block: one graph per block shape
+        # one code object (ResidualBlock.forward) serves every block shape: allow a
+        # specialisation per shape instead of dynamo's default limit of 8
+        torch._dynamo.config.recompile_limit = 64
+        torch._dynamo.config.automatic_dynamic_shapes = False
         for m in model.modules():
             if isinstance(m, ResidualBlock | AttentionBlock):
                 m.compile(dynamic=False)
     return model, model
 
 
-def bench_mode(cfg, mode: str, device: torch.device, batch: int, repeats: int) -> RecipeRow:
+def bench_mode(
+    cfg, mode: str, device: torch.device, batch: int, repeats: int, *, return_step: bool = False
+):
     """The recipe's training step: target encoding, timesteps with the top-t share, the loss,
     backward, clipping, (fused) AdamW and the EMA update, on random crops."""
     model, net = _build(cfg, mode, device)
@@ -97,7 +108,7 @@ def bench_mode(cfg, mode: str, device: torch.device, batch: int, repeats: int) -
     dt = timer(device, step, repeats, warmup=2)
     flop = 3 * forward_gflop(model, s) * 1e9 * batch / dt  # forward + backward ~ 3 forwards
     peak = PEAK_TFLOPS.get(device.type)
-    return RecipeRow(
+    row = RecipeRow(
         mode,
         batch,
         first,
@@ -106,6 +117,7 @@ def bench_mode(cfg, mode: str, device: torch.device, batch: int, repeats: int) -
         (first + (tc.steps - 1) * dt) / 60,
         flop / (peak * 1e12) if peak else None,
     )
+    return (row, step) if return_step else row
 
 
 def run_recipe_bench(

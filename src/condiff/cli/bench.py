@@ -80,9 +80,10 @@ def _add_work(s: argparse.ArgumentParser) -> None:
         "--recipe",
         default=None,
         metavar="CONFIG",
-        help="time a recipe's own training step at its crop and per-device batch: eager (what "
-        "it ships) vs torch.compile of the network vs compile of each repeated block; first "
-        "step, img/s, minutes to its steps, share of peak",
+        help="time a recipe's own training step at its crop and per-device batch: eager vs "
+        "torch.compile of the network (what the SR recipe ships on CUDA) vs compile with CUDA "
+        "graphs vs compile of each repeated block (--only picks modes: eager compiled graphed "
+        "regional); first step, img/s, minutes to its steps, share of peak",
     )
     g.add_argument(
         "--infer",

@@ -48,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_sweep(s)
     s.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
     s.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="pixels shared by neighbouring tiles on images larger than the training crop "
+        "(default: crop / 4)",
+    )
+    s.add_argument(
         "--max-side",
         type=int,
         default=None,
@@ -163,6 +170,7 @@ def run(a: argparse.Namespace) -> int:
         device=a.device,
         dtype=a.dtype,
         limit=a.limit,
+        overlap=a.overlap,
         max_side=a.max_side,
         progress=not a.no_progress,
         strict=a.strict,

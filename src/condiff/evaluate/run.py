@@ -96,6 +96,7 @@ def evaluate_run(
     use_ema: bool = True,
     grids: bool = True,
     strict: bool = False,
+    overlap: int | None = None,
 ) -> Report:
     """Score a run's estimates and write a report folder (default ``RUN/eval``).
 
@@ -110,6 +111,8 @@ def evaluate_run(
     methods instead, each ``SAMPLER:STEPS[:ETA]`` (e.g. for the perception-distortion plane).
     Unreadable image files are listed
     in ``report.skipped`` (and report.md) and left out; ``strict=True`` stops at the first.
+    ``overlap``: pixels shared by neighbouring tiles on images larger than the training window
+    (default window / 4).
     """
     if estimate not in ("both", "mean", "sample"):
         raise ValueError(f"--estimate must be mean, sample or both, got {estimate!r}")
@@ -126,6 +129,10 @@ def evaluate_run(
         graphs=graphs,
         use_ema=use_ema,
     )
+    if overlap is not None:
+        if not 0 <= overlap < pipe.window:
+            raise ValueError(f"--overlap must be in [0, {pipe.window}) (the window), got {overlap}")
+        pipe.overlap = overlap
     folders = [Path(p) for p in ([images] if isinstance(images, str) else images or [])]
     proto = make_protocol(
         protocol, pipe, data=data, max_side=max_side, sigmas=sigmas, qualities=qualities

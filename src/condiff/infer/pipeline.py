@@ -18,6 +18,7 @@ from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.progress import Callback, Counted, Progress
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
+from condiff.nn.compiled import compile_module
 from condiff.nn.precision import autocast_ctx, autocast_dtype
 
 
@@ -49,7 +50,7 @@ class Pipeline:
             # On CUDA by default: torch.compile of the network, and one CUDA graph per sampling
             # configuration (shape, sampler, steps) replayed for every batch of that shape.
             if cuda if compile is None else compile:
-                model = torch.compile(model)
+                model = compile_module(model)
         else:  # another engine (ONNX Runtime): a plain callable, no compile or graphs
             graphs = False
         self.model = model
@@ -67,8 +68,11 @@ class Pipeline:
         self.target_channels = mc.out_img_channels
         self.cond_channels = mc.cond_channels
         self.size_multiple = mc.size_multiple
-        # The window the network saw in training: tiles larger inputs at that size.
+        # The window the network saw in training: tiles larger inputs at that size, sharing
+        # ``overlap`` pixels (window / 4 unless set), at most ``tile_batch`` windows a call.
         self.window = cfg.data.crop_size
+        self.overlap = self.window // 4
+        self.tile_batch = 512 if cuda else 16
 
     def _finish(
         self, out: Tensor, cond_k: Tensor, b: int, k: int, h: int, w: int, mean: bool
@@ -147,7 +151,7 @@ class Pipeline:
         (the minimum-MSE choice), ``(B, C, H, W)``: one network call, or the average of
         ``num_samples`` samples (see :func:`condiff.diffusion.samplers.estimate_plan`). Inputs
         larger than the training window run as overlapping tiles (``overlap`` defaults to
-        window / 4). ``noise``: the starting noise ``(B*K, C, H', W')`` at the padded size,
+        ``self.overlap``, window / 4). ``noise``: the starting noise ``(B*K, C, H', W')`` at the padded size,
         instead of drawing it from ``generator`` (the server draws it per request).
         ``callback(Progress)``: called before each network call and after each chunk of tiles;
         raising :class:`condiff.infer.progress.Cancelled` stops the run (a CUDA-graph replay
@@ -164,10 +168,8 @@ class Pipeline:
         b = cond.shape[0]
         cond = cond.to(self.device, torch.float32)
         padded, (h, w) = pad_to_multiple(cond, self.size_multiple)
-        overlap = self.window // 4 if overlap is None else overlap
-        net = TiledModel(
-            self.net, self.window, overlap, max_batch=256 if self.device.type == "cuda" else 16
-        )
+        overlap = self.overlap if overlap is None else overlap
+        net = TiledModel(self.net, self.window, overlap, max_batch=self.tile_batch)
         cond_k = padded.repeat_interleave(num_samples, dim=0)  # (B*K, C, H', W')
         shape = (b * num_samples, self.target_channels, *padded.shape[-2:])
         if noise is None:

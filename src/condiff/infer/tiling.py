@@ -105,11 +105,16 @@ class TiledModel:
         coords = [(y, x0) for y in ys for x0 in xs]
         out: Array | None = None
         norm = zeros(1, 1, h, w)
-        per_call = max(1, self.max_batch // b)
+        # Chunks of equal size (the last one padded with repeats of its last tile, whose
+        # predictions are dropped): one input shape, so one compiled graph per image size.
+        cap = max(1, self.max_batch // b)
+        per_call = -(-len(coords) // -(-len(coords) // cap))
         for i in range(0, len(coords), per_call):
             chunk = coords[i : i + per_call]
-            tiles = cat([x[:, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk])  # (n*B, C, wh, ww)
-            pred = self.model(tiles, tile_t(len(chunk)))
+            pad = per_call - len(chunk) if len(coords) > per_call else 0
+            windows = [x[:, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk + chunk[-1:] * pad]
+            tiles = cat(windows)  # (n*B, C, wh, ww)
+            pred = self.model(tiles, tile_t(len(chunk) + pad))
             pred = pred.astype(np.float32) if numpy else pred.float()
             if out is None:
                 out = zeros(b, pred.shape[1], h, w)

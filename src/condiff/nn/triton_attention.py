@@ -11,7 +11,12 @@ products, so the kernel spends as few instructions per score as it can:
   loop inside the same program;
 - with the head padded to the next tensor-core width (8 -> 16), the padding column of V is set to
   one, so the row sums of P come out of the P @ V product on the tensor cores instead of a
-  per-element reduction (``ROWSUM_MMA``);
+  per-element reduction (``ROWSUM_MMA``); the padding is done in memory first (a contiguous
+  (B, H, N, 16) copy), so the kernels read whole aligned rows asynchronously instead of 2-byte
+  loads from ``AttentionBlock``'s strided projections;
+- the forward's exponentials are split between the special-function unit and the FMA units
+  (every other key tile through ``_exp2_fma``, a cubic with the exponent added in integer bits:
+  ``FMA_EXP``), and P and dS go to bf16 by truncation, one byte permute per pair (``TRUNC``);
 - ragged key lengths are masked only in the last key tile;
 - the backward pass recomputes P once per (query tile, key tile) pair: one program owns a key
   tile, accumulates dK and dV in registers and adds its dQ share with atomics (float32), so dQ is
@@ -31,6 +36,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -41,6 +47,102 @@ LOG2E = 1.4426950408889634
 
 def _pad_head(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
+
+
+def _trunc(q: Tensor) -> int:
+    """The truncation mode for these inputs: bf16 only; the byte permute is PTX (NVIDIA)."""
+    if q.dtype != torch.bfloat16:
+        return 0
+    return 1 if _CONFIG["trunc"] == 2 and torch.version.hip else int(_CONFIG["trunc"])
+
+
+def _padded(x: Tensor, dp: int, value: float = 0.0) -> Tensor:
+    """``x`` (B, H, N, D) as a contiguous (B, H, N, dp) copy, the new columns set to ``value``:
+    the kernels then read whole aligned rows (wide, unmasked, asynchronous loads) instead of
+    2-byte loads from the strided, 8-wide head of ``AttentionBlock``'s projections."""
+    d = x.shape[-1]
+    # (heads of 16 or 32 are read in place: a contiguous copy measured slower there)
+    return F.pad(x, (0, dp - d), value=value).contiguous() if dp > d else x
+
+
+@triton.jit
+def _exp2_fma(x):
+    """exp2 on the FMA and integer units instead of the special-function unit (where the
+    forward's exponentials queue), for -126 <= x <= 0: x = j + f with j an integer and
+    |f| <= 1/2 (adding 1.5 * 2^23 rounds x into the low mantissa bits of t), 2^f from a cubic,
+    and j added to its exponent bits. The cubic is fitted to the relative error on [-1/2, 1/2]
+    (7.7e-5 at most, below bf16's 2^-9)."""
+    t = x + 12582912.0
+    f = x - (t - 12582912.0)
+    p = ((0.05508876703270122 * f + 0.2426046559080518) * f + 0.6932762833317916) * f
+    p = p + 0.9999289048197653
+    # t's bits are 0x4B400000 + j; shifted by 23 only j << 23 is left (mod 2^32).
+    bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _half(x, dtype: tl.constexpr, TRUNC: tl.constexpr):
+    """float32 -> the kernel's half type. TRUNC (bf16 only) keeps the top 16 bits (rounds toward
+    zero) with integer ops (1) or one byte permute per pair (2), instead of the conversion
+    instruction, which shares the special-function unit's issue rate with exp2."""
+    if TRUNC == 1:
+        return (x.to(tl.uint32, bitcast=True) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    elif TRUNC == 2:
+        return tl.inline_asm_elementwise(
+            "prmt.b32 $0, $1, $2, 0x7632;", "=r,r,r", [x], dtype=tl.bfloat16, is_pure=True, pack=2
+        )
+    else:
+        return x.to(dtype)
+
+
+@triton.jit
+def _fwd_tile(
+    acc,
+    m_i,
+    l_i,
+    q,
+    k_ptrs,
+    v_ptrs,
+    skn,
+    svn,
+    start_n,
+    N,
+    offs_n,
+    qk_scale,
+    ROWSUM_MMA: tl.constexpr,
+    FIXED_MAX: tl.constexpr,
+    MASKED: tl.constexpr,
+    FMA_EXP: tl.constexpr,
+    TRUNC: tl.constexpr,
+):
+    """One key tile: online softmax (or a fixed per-row offset, FIXED_MAX)."""
+    if MASKED:
+        n_ok = (start_n + offs_n) < N
+        k = tl.load(k_ptrs + start_n * skn, mask=n_ok[None, :], other=0.0)
+        s = tl.where(n_ok[None, :], tl.dot(q, k), float("-inf"))
+        v = tl.load(v_ptrs + start_n * svn, mask=n_ok[:, None], other=0.0)  # missing: p = 0
+    else:
+        k = tl.load(k_ptrs + start_n * skn)
+        s = tl.dot(q, k)
+        v = tl.load(v_ptrs + start_n * svn)
+    if FIXED_MAX:
+        if FMA_EXP:  # only unmasked tiles under the fixed offset: s * scale - m in [-120, 0]
+            p = _exp2_fma(s * qk_scale - m_i[:, None])
+        else:
+            p = tl.math.exp2(s * qk_scale - m_i[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        acc = acc * alpha[:, None]
+        if not ROWSUM_MMA:
+            l_i = l_i * alpha
+        m_i = m_new
+    if not ROWSUM_MMA:
+        l_i += tl.sum(p, 1)
+    acc = tl.dot(_half(p, v.dtype, TRUNC), v, acc)
+    return acc, m_i, l_i
 
 
 @triton.jit
@@ -57,44 +159,32 @@ def _fwd_inner(
     stop,
     N,
     offs_n,
-    d_ok,
     qk_scale,
     BN: tl.constexpr,
     ROWSUM_MMA: tl.constexpr,
     FIXED_MAX: tl.constexpr,
     MASKED: tl.constexpr,
+    PAIRS: tl.constexpr,
+    TRUNC: tl.constexpr,
 ):
-    """Key tiles [start, stop): online softmax (or a fixed per-row offset, FIXED_MAX)."""
-    for start_n in range(start, stop, BN):
-        if MASKED:
-            n_ok = (start_n + offs_n) < N
-            k = tl.load(k_ptrs + start_n * skn, mask=d_ok[:, None] & n_ok[None, :], other=0.0)
-            s = tl.where(n_ok[None, :], tl.dot(q, k), float("-inf"))
-            # Padding columns of V read as one (MMA row sums); missing keys have p = 0.
-            v = tl.load(
-                v_ptrs + start_n * svn,
-                mask=d_ok[None, :] & n_ok[:, None],
-                other=1.0 if ROWSUM_MMA else 0.0,
-            )
-        else:
-            k = tl.load(k_ptrs + start_n * skn, mask=d_ok[:, None], other=0.0)
-            s = tl.dot(q, k)
-            v = tl.load(
-                v_ptrs + start_n * svn, mask=d_ok[None, :], other=1.0 if ROWSUM_MMA else 0.0
-            )
-        if FIXED_MAX:
-            p = tl.math.exp2(s * qk_scale - m_i[:, None])
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-            p = tl.math.exp2(s * qk_scale - m_new[:, None])
-            alpha = tl.math.exp2(m_i - m_new)
-            acc = acc * alpha[:, None]
-            if not ROWSUM_MMA:
-                l_i = l_i * alpha
-            m_i = m_new
-        if not ROWSUM_MMA:
-            l_i += tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc)
+    """Key tiles [start, stop). PAIRS: two tiles a turn, the second with its exponentials on the
+    FMA units (``_exp2_fma``), so both units work; (stop - start) must divide by 2 BN."""
+    if PAIRS:
+        for start_n in range(start, stop, 2 * BN):
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, start_n, N, offs_n, qk_scale,
+                ROWSUM_MMA, FIXED_MAX, MASKED, False, TRUNC,
+            )  # fmt: skip
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, start_n + BN, N, offs_n,
+                qk_scale, ROWSUM_MMA, FIXED_MAX, MASKED, True, TRUNC,
+            )  # fmt: skip
+    else:
+        for start_n in range(start, stop, BN):
+            acc, m_i, l_i = _fwd_tile(
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, start_n, N, offs_n, qk_scale,
+                ROWSUM_MMA, FIXED_MAX, MASKED, False, TRUNC,
+            )  # fmt: skip
     return acc, m_i, l_i
 
 
@@ -120,6 +210,7 @@ def _attn_fwd(
     son,
     H,
     N,
+    n_pairs,
     n_full,
     qk_scale,
     D: tl.constexpr,
@@ -129,6 +220,8 @@ def _attn_fwd(
     ROWSUM_MMA: tl.constexpr,
     MAX_BOUND: tl.constexpr,
     STORE_LSE: tl.constexpr,
+    FMA_EXP: tl.constexpr,
+    TRUNC: tl.constexpr,
 ):
     qk_scale = tl.cast(qk_scale, tl.float32)  # torch.compile's launcher passes floats as float64
     pid_m = tl.program_id(0)
@@ -141,7 +234,7 @@ def _attn_fwd(
     d_ok = offs_d < D
     q = tl.load(
         Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :],
-        mask=(offs_m[:, None] < N) & d_ok[None, :],
+        mask=(offs_m[:, None] < N),
         other=0.0,
     )
     # K is read transposed, (DP, BN), so that the score tile is a plain q @ k.
@@ -149,7 +242,8 @@ def _attn_fwd(
     v_ptrs = V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :]
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, DP], tl.float32)
-    # Whole key tiles (n_full = N rounded down to BN), then the ragged rest under a mask.
+    # Whole key tiles (n_full = N rounded down to BN; n_pairs down to 2 BN, or 0 without
+    # FMA_EXP), then the ragged rest under a mask.
     m_i = tl.full([BM], float("-inf"), tl.float32)
     fixed = False
     if MAX_BOUND:
@@ -161,22 +255,27 @@ def _attn_fwd(
         fixed = tl.max(bound, 0) <= 60.0
         if fixed:
             m_i = bound
+            if FMA_EXP:
+                acc, m_i, l_i = _fwd_inner(
+                    acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, 0, n_pairs, N, offs_n,
+                    qk_scale, BN, ROWSUM_MMA, True, False, True, TRUNC,
+                )  # fmt: skip
             acc, m_i, l_i = _fwd_inner(
-                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, 0, n_full, N, offs_n, d_ok,
-                qk_scale, BN, ROWSUM_MMA, True, False,
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, n_pairs, n_full, N, offs_n,
+                qk_scale, BN, ROWSUM_MMA, True, False, False, TRUNC,
             )  # fmt: skip
             acc, m_i, l_i = _fwd_inner(
-                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, n_full, N, N, offs_n, d_ok,
-                qk_scale, BN, ROWSUM_MMA, True, True,
+                acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, n_full, N, N, offs_n,
+                qk_scale, BN, ROWSUM_MMA, True, True, False, TRUNC,
             )  # fmt: skip
     if not fixed:
         acc, m_i, l_i = _fwd_inner(
-            acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, 0, n_full, N, offs_n, d_ok, qk_scale,
-            BN, ROWSUM_MMA, False, False,
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, 0, n_full, N, offs_n, qk_scale,
+            BN, ROWSUM_MMA, False, False, False, TRUNC,
         )  # fmt: skip
         acc, m_i, l_i = _fwd_inner(
-            acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, n_full, N, N, offs_n, d_ok, qk_scale,
-            BN, ROWSUM_MMA, False, True,
+            acc, m_i, l_i, q, k_ptrs, v_ptrs, skn, svn, n_full, N, N, offs_n, qk_scale,
+            BN, ROWSUM_MMA, False, True, False, TRUNC,
         )  # fmt: skip
     if ROWSUM_MMA:
         l_i = tl.sum(tl.where((offs_d == D)[None, :], acc, 0.0), 1)
@@ -189,6 +288,57 @@ def _attn_fwd(
     )
     if STORE_LSE:
         tl.store(LSE + bh * N + offs_m, m_i + tl.math.log2(l_i), mask=m_ok)
+
+
+@triton.jit
+def _bwd_tile(
+    dk,
+    dv,
+    k,
+    v,
+    qT_ptrs,
+    doT_ptrs,
+    dq_ptrs,
+    LSE,
+    DELTA,
+    bh,
+    start_m,
+    sqn,
+    sdon,
+    N,
+    offs_m,
+    offs_d,
+    d_ok,
+    qk_scale,
+    sm_scale,
+    D: tl.constexpr,
+    DELTA_MMA: tl.constexpr,
+    FMA_EXP: tl.constexpr,
+    TRUNC: tl.constexpr,
+):
+    """One query tile against the program's key tile: dK, dV accumulated, dQ added atomically."""
+    m_ok = (start_m + offs_m) < N
+    qT = tl.load(qT_ptrs + start_m * sqn, mask=m_ok[None, :], other=0.0)
+    doT = tl.load(doT_ptrs + start_m * sdon, mask=m_ok[None, :], other=0.0)
+    # Missing query rows: lse = +inf makes their P zero, delta = 0 their dS zero.
+    lse = tl.load(LSE + bh * N + start_m + offs_m, mask=m_ok, other=float("inf"))
+    delta = tl.load(DELTA + bh * N + start_m + offs_m, mask=m_ok, other=0.0)
+    sT = tl.dot(k, qT)  # (BN, BM)
+    if FMA_EXP:  # (only whole query tiles) scores sit at or below the row's log-sum-exp
+        pT = _exp2_fma(tl.maximum(sT * qk_scale - lse[None, :], -126.0))
+    else:
+        pT = tl.math.exp2(sT * qk_scale - lse[None, :])
+    if DELTA_MMA:
+        doT = tl.where((offs_d == D)[:, None], -delta[None, :], doT).to(qT.dtype)
+        dsT = _half(pT * tl.dot(v, doT), qT.dtype, TRUNC)
+    else:
+        dsT = _half(pT * (tl.dot(v, doT) - delta[None, :]), qT.dtype, TRUNC)
+    dv += tl.dot(_half(pT, doT.dtype, TRUNC), tl.trans(doT))
+    dk += tl.dot(dsT, tl.trans(qT))
+    # Missing key rows have k = 0, so they add nothing to dQ.
+    dq = tl.dot(tl.trans(dsT), k) * sm_scale  # (BM, DP)
+    tl.atomic_add(dq_ptrs + start_m * D, dq, mask=m_ok[:, None] & d_ok[None, :], sem="relaxed")
+    return dk, dv
 
 
 @triton.jit
@@ -216,6 +366,7 @@ def _attn_bwd(
     sdon,
     H,
     N,
+    m_pairs,
     qk_scale,
     sm_scale,
     D: tl.constexpr,
@@ -223,9 +374,12 @@ def _attn_bwd(
     BM: tl.constexpr,
     BN: tl.constexpr,
     DELTA_MMA: tl.constexpr,
+    FMA_EXP: tl.constexpr,
+    TRUNC: tl.constexpr,
 ):
-    # One program per key tile; loops over all query tiles. DQ, DK, DV are contiguous (B, H, N, D)
-    # float32 (DQ, accumulated with atomics) and input-dtype (DK, DV).
+    # One program per key tile; loops over all query tiles (FMA_EXP: in pairs up to m_pairs, the
+    # second of each pair with its exponentials on the FMA units). DQ, DK, DV are contiguous
+    # (B, H, N, D) float32 (DQ, accumulated with atomics) and input-dtype (DK, DV).
     qk_scale = tl.cast(qk_scale, tl.float32)
     sm_scale = tl.cast(sm_scale, tl.float32)
     pid_n = tl.program_id(0)
@@ -238,12 +392,9 @@ def _attn_bwd(
     d_ok = offs_d < D
     n_ok = offs_n < N
     kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(
-        K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=kv_mask, other=0.0
-    )
-    v = tl.load(
-        V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=kv_mask, other=0.0
-    )
+    row_ok = n_ok[:, None]
+    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=row_ok)
+    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=row_ok)
     if DELTA_MMA:  # V's padding column D is one and dO's is -delta: v @ dO^T gives dP - delta
         v = tl.where((offs_d == D)[None, :], 1.0, v).to(k.dtype)
     dk = tl.zeros([BN, DP], tl.float32)
@@ -252,26 +403,21 @@ def _attn_bwd(
     qT_ptrs = Q + b * sqb + h * sqh + offs_m[None, :] * sqn + offs_d[:, None]
     doT_ptrs = DO + b * sdob + h * sdoh + offs_m[None, :] * sdon + offs_d[:, None]
     dq_ptrs = DQ + bh * N * D + offs_m[:, None] * D + offs_d[None, :]
-    for start_m in range(0, N, BM):
-        m_ok = (start_m + offs_m) < N
-        qd_mask = d_ok[:, None] & m_ok[None, :]
-        qT = tl.load(qT_ptrs + start_m * sqn, mask=qd_mask, other=0.0)
-        doT = tl.load(doT_ptrs + start_m * sdon, mask=qd_mask, other=0.0)
-        # Missing query rows: lse = +inf makes their P zero, delta = 0 their dS zero.
-        lse = tl.load(LSE + bh * N + start_m + offs_m, mask=m_ok, other=float("inf"))
-        delta = tl.load(DELTA + bh * N + start_m + offs_m, mask=m_ok, other=0.0)
-        sT = tl.dot(k, qT)  # (BN, BM)
-        pT = tl.math.exp2(sT * qk_scale - lse[None, :])
-        if DELTA_MMA:
-            doT = tl.where((offs_d == D)[:, None], -delta[None, :], doT).to(qT.dtype)
-            dsT = (pT * tl.dot(v, doT)).to(qT.dtype)
-        else:
-            dsT = (pT * (tl.dot(v, doT) - delta[None, :])).to(qT.dtype)
-        dv += tl.dot(pT.to(doT.dtype), tl.trans(doT))
-        dk += tl.dot(dsT, tl.trans(qT))
-        # Missing key rows have k = 0, so they add nothing to dQ.
-        dq = tl.dot(tl.trans(dsT), k) * sm_scale  # (BM, DP)
-        tl.atomic_add(dq_ptrs + start_m * D, dq, mask=m_ok[:, None] & d_ok[None, :], sem="relaxed")
+    if FMA_EXP:
+        for start_m in range(0, m_pairs, 2 * BM):
+            dk, dv = _bwd_tile(
+                dk, dv, k, v, qT_ptrs, doT_ptrs, dq_ptrs, LSE, DELTA, bh, start_m, sqn, sdon, N,
+                offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, False, TRUNC,
+            )  # fmt: skip
+            dk, dv = _bwd_tile(
+                dk, dv, k, v, qT_ptrs, doT_ptrs, dq_ptrs, LSE, DELTA, bh, start_m + BM, sqn, sdon,
+                N, offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, True, TRUNC,
+            )  # fmt: skip
+    for start_m in range(m_pairs, N, BM):
+        dk, dv = _bwd_tile(
+            dk, dv, k, v, qT_ptrs, doT_ptrs, dq_ptrs, LSE, DELTA, bh, start_m, sqn, sdon, N,
+            offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, False, TRUNC,
+        )  # fmt: skip
     out = bh * N * D + offs_n[:, None] * D + offs_d[None, :]
     tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -285,16 +431,29 @@ _CONFIG = {
     "rowsum_mma": True,
     "max_bound": True,
     "delta_mma": False,
+    "fma_exp": True,  # forward: half the exponentials on the FMA units (``_exp2_fma``)
+    "fma_exp_bwd": False,  # the same in the backward (measured no faster there)
+    # bf16 P and dS by truncation: 0 off, 1 integer ops, 2 byte permute (``_half``); measured no
+    # faster, and biased where the row sums are not taken from the same truncated P
+    "trunc": 0,
 }
 
 
 def configure(**options) -> None:
     """Override tile shapes ``fwd=``/``bwd=`` (block_m, block_n, num_warps, num_stages) and the
-    ``rowsum_mma``, ``max_bound`` and ``delta_mma`` switches (see the module docstring)."""
+    ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``, ``fma_exp_bwd`` and ``trunc``
+    switches (see the module docstring)."""
     for key, value in options.items():
         if key not in _CONFIG:
             raise ValueError(f"unknown option {key!r}; expected one of {sorted(_CONFIG)}")
-        _CONFIG[key] = tuple(value) if isinstance(value, (list, tuple)) else bool(value)
+        if isinstance(value, (list, tuple)):
+            _CONFIG[key] = tuple(value)
+        elif key == "trunc":
+            if value not in (0, 1, 2):
+                raise ValueError(f"trunc must be 0, 1 or 2, got {value!r}")
+            _CONFIG[key] = int(value)
+        else:
+            _CONFIG[key] = bool(value)
 
 
 @triton_op("condiff::small_head_attn_fwd", mutates_args={})
@@ -309,6 +468,10 @@ def _fwd_op(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     bound = bool(_CONFIG["max_bound"])
     # Largest key norm per (batch, head), for the Cauchy-Schwarz score bound.
     knorm = k.float().norm(dim=-1).amax(-1).contiguous() if bound else lse
+    fma_exp = bool(_CONFIG["fma_exp"]) and bound
+    trunc = _trunc(q)
+    # V's padding columns are one: the MMA then yields P's row sums (ROWSUM_MMA).
+    q, k, v = _padded(q, dp), _padded(k, dp), _padded(v, dp, 1.0 if rowsum else 0.0)
     grid = (triton.cdiv(n, bm), b * h)
     wrap_triton(_attn_fwd)[grid](
         q, k, v, o, lse, knorm,
@@ -316,9 +479,9 @@ def _fwd_op(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         o.stride(0), o.stride(1), o.stride(2),
-        h, n, (n // bn) * bn, LOG2E / math.sqrt(d),
+        h, n, (n // (2 * bn)) * 2 * bn if fma_exp else 0, (n // bn) * bn, LOG2E / math.sqrt(d),
         D=d, DP=dp, BM=bm, BN=bn, ROWSUM_MMA=rowsum, MAX_BOUND=bound, STORE_LSE=True,
-        num_warps=warps, num_stages=stages,
+        FMA_EXP=fma_exp, TRUNC=trunc, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return o, lse
 
@@ -334,6 +497,9 @@ def _bwd_op(
     dk = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     dv = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     bm, bn, warps, stages = _CONFIG["bwd"]
+    fma_exp = bool(_CONFIG["fma_exp_bwd"])
+    trunc = _trunc(q)
+    q, k, v, do = (_padded(x, dp) for x in (q, k, v, do))
     grid = (triton.cdiv(n, bn), b * h)
     wrap_triton(_attn_bwd)[grid](
         q, k, v, do, lse, delta, dq, dk, dv,
@@ -341,9 +507,9 @@ def _bwd_op(
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         do.stride(0), do.stride(1), do.stride(2),
-        h, n, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
+        h, n, (n // (2 * bm)) * 2 * bm if fma_exp else 0, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
         D=d, DP=dp, BM=bm, BN=bn, DELTA_MMA=bool(_CONFIG["delta_mma"]) and dp > d,
-        num_warps=warps, num_stages=stages,
+        FMA_EXP=fma_exp, TRUNC=trunc, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return dq.to(q.dtype), dk, dv
 

@@ -23,6 +23,7 @@ from condiff.config import RunConfig, save_config
 from condiff.data import ValCrops, check_channels, make_source, split
 from condiff.diffusion import NoiseSchedule
 from condiff.nn import set_attention_kernel
+from condiff.nn.compiled import compile_module
 from condiff.nn.precision import resolve_precision
 from condiff.train.distributed import init_distributed, shutdown
 from condiff.train.ema import EMA
@@ -150,7 +151,7 @@ class Trainer:
             self.net = self.ddp = DDP(self.model, device_ids=ids)
         set_attention_kernel(tc.attention)
         if tc.compile if tc.compile is not None else dev.type == "cuda":
-            self.net = torch.compile(self.net)
+            self.net = compile_module(self.net)
 
     def _loader(self):
         self.loader = make_loader(
