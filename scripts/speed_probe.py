@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # attention_bench: the kernel checks
 
 DEV = torch.device("cuda")
 VARIANTS = {
@@ -41,34 +41,27 @@ def _ms(fn, grad_to_none=None) -> float:
     )
 
 
-def _qkv(b, h, n, d, grad=False):
-    base = torch.randn(3, b, n, h * d, device=DEV, dtype=torch.bfloat16, requires_grad=grad)
-    return base, [base[i].view(b, n, h, d).transpose(1, 2) for i in range(3)]
-
-
-def _rel(a, b) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 def _errors(ta, shape=(2, 8, 2048, 8)) -> list[float]:
     """Relative L2 errors (out, dq, dk, dv) against float64 attention."""
+    from attention_bench import qkv, ref_attention, rel
+
     b, h, n, d = shape
     torch.manual_seed(1)
-    base, (q, k, v) = _qkv(b, h, n, d, grad=True)
+    base, (q, k, v) = qkv(b, h, n, d, grad=True)
     do = torch.randn(b, h, n, d, device=DEV, dtype=torch.bfloat16)
     out = ta.small_head_attention(q, k, v)
     out.backward(do)
     g = base.grad
     qq, kk, vv = (t.detach().double().requires_grad_() for t in (q, k, v))
-    ref = torch.softmax(qq @ kk.transpose(-1, -2) / math.sqrt(d), -1) @ vv
+    ref = ref_attention(qq, kk, vv)
     ref.backward(do.double())
-    grads = [
-        _rel(g[i].view(b, n, h, d).transpose(1, 2), t.grad) for i, t in enumerate((qq, kk, vv))
-    ]
-    return [_rel(out, ref), *grads]
+    grads = [rel(g[i].view(b, n, h, d).transpose(1, 2), t.grad) for i, t in enumerate((qq, kk, vv))]
+    return [rel(out, ref), *grads]
 
 
 def attn(args) -> dict:
+    from attention_bench import qkv
+
     from condiff.nn import triton_attention as ta
 
     shapes = {
@@ -78,7 +71,7 @@ def attn(args) -> dict:
     }
     data = {}
     for label, (shape, grad) in shapes.items():
-        base, (q, k, v) = _qkv(*shape, grad=grad)
+        base, (q, k, v) = qkv(*shape, grad=grad)
         do = torch.randn(shape, device=DEV, dtype=torch.bfloat16)
         data[label] = (shape, grad, base, q, k, v, do)
     rows, shipped = [], dict(ta._CONFIG)
@@ -171,7 +164,7 @@ def attn(args) -> dict:
 
 def step(args) -> dict:
     from condiff.bench.profile import profile_families
-    from condiff.bench.recipe import bench_mode
+    from condiff.bench.recipe import recipe_step, time_step
     from condiff.config import load_config
     from condiff.nn import triton_attention as ta
 
@@ -182,7 +175,8 @@ def step(args) -> dict:
     for mode in args.modes:
         t0 = time.perf_counter()
         try:
-            row, stepfn = bench_mode(cfg, mode, DEV, args.batch, args.repeats, return_step=True)
+            model, stepfn = recipe_step(cfg, mode, DEV, args.batch)
+            row = time_step(cfg, mode, model, stepfn, DEV, args.batch, args.repeats)
         except Exception as e:
             print(f"{mode}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             continue

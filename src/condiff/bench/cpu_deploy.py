@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from condiff.bench.timing import Col, table, timer
+from condiff.nn.compiled import compile_module
 
 ISA_FLAGS = (
     "avx2",
@@ -91,7 +92,7 @@ def engines(base, fp32_onnx: Path, int8_onnx: Path) -> dict[str, Callable[[], Ca
     model = base.model
 
     def compiled_bf16() -> Callable[[Tensor, Tensor], Tensor]:
-        compiled = torch.compile(model)
+        compiled = compile_module(model)
 
         def net(x: Tensor, t: Tensor) -> Tensor:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -101,7 +102,7 @@ def engines(base, fp32_onnx: Path, int8_onnx: Path) -> dict[str, Callable[[], Ca
 
     return {
         "eager fp32": lambda: model,
-        "compiled fp32": lambda: torch.compile(model),
+        "compiled fp32": lambda: compile_module(model),
         "compiled bf16 (autocast)": compiled_bf16,
         "onnxruntime fp32": lambda: OrtNetwork(fp32_onnx),
         "onnxruntime int8 (QDQ)": lambda: OrtNetwork(int8_onnx),

@@ -26,6 +26,7 @@ from condiff.bench.train_loop import TRAIN_LOOP, bench_train_loop, loop_vs_bare
 from condiff.diffusion import NoiseSchedule, diffusion_loss, sample
 from condiff.infer.graphs import GraphedSampler
 from condiff.nn import ConditionalUNet, preset_kwargs
+from condiff.nn.compiled import compile_module
 
 
 class DiffusersAdapter(nn.Module):
@@ -150,7 +151,7 @@ def build(preset: str, var: Variant, device: torch.device, size: int) -> Setup:
         # One static graph per shape (train b, 1, sample b): a fresh start per row, and no
         # automatic dynamic-shape recompile (minutes per row on an H200, the --quick budget)
         torch._dynamo.reset()
-    net: nn.Module = torch.compile(model, dynamic=False) if var.compile else model
+    net: nn.Module = compile_module(model, dynamic=False) if var.compile else model
     ac = (
         torch.autocast(device.type, dtype=var.dtype)
         if var.dtype is not None

@@ -1,7 +1,8 @@
 """``condiff bench --infer --sizes 256 512 1024``: latency of whole images through ``Pipeline``
 (tiled at the training window, as users run photographs): the one-call posterior mean and a
-20-step dpmpp_2m sample per output size (whatever sampler the checkpoint's config names), with Mpix/s, the network work (tiles x forward FLOPs)
-and its share of the device's peak, side by side in one run."""
+20-step dpmpp_2m sample per output size (dpmpp_2m whatever sampler a checkpoint's config names),
+with Mpix/s, the network work (tiles x forward FLOPs) and its share of the device's peak, side by
+side in one run."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,11 +72,11 @@ def _build(cfg, mode: str, device: torch.device) -> tuple[ConditionalUNet, torch
     return model, model
 
 
-def bench_mode(
-    cfg, mode: str, device: torch.device, batch: int, repeats: int, *, return_step: bool = False
-):
-    """The recipe's training step: target encoding, timesteps with the top-t share, the loss,
-    backward, clipping, (fused) AdamW and the EMA update, on random crops."""
+def recipe_step(
+    cfg, mode: str, device: torch.device, batch: int
+) -> tuple[ConditionalUNet, Callable[[], None]]:
+    """The network and the recipe's training step (target encoding, timesteps with the top-t
+    share, the loss, backward, clipping, (fused) AdamW and the EMA update) on random crops."""
     model, net = _build(cfg, mode, device)
     d, tc, s = cfg.diffusion, cfg.train, cfg.data.crop_size
     precision = resolve_precision(tc.precision, device)
@@ -101,6 +102,20 @@ def bench_mode(
         opt.step()
         ema.update(model, 0)
 
+    return model, step
+
+
+def time_step(
+    cfg,
+    mode: str,
+    model: ConditionalUNet,
+    step: Callable[[], None],
+    device: torch.device,
+    batch: int,
+    repeats: int,
+) -> RecipeRow:
+    """First-step time (compilation included), then the median step, as a table row."""
+    tc, s = cfg.train, cfg.data.crop_size
     t0 = time.perf_counter()
     step()
     sync(device)
@@ -108,7 +123,7 @@ def bench_mode(
     dt = timer(device, step, repeats, warmup=2)
     flop = 3 * forward_gflop(model, s) * 1e9 * batch / dt  # forward + backward ~ 3 forwards
     peak = PEAK_TFLOPS.get(device.type)
-    row = RecipeRow(
+    return RecipeRow(
         mode,
         batch,
         first,
@@ -117,7 +132,12 @@ def bench_mode(
         (first + (tc.steps - 1) * dt) / 60,
         flop / (peak * 1e12) if peak else None,
     )
-    return (row, step) if return_step else row
+
+
+def bench_mode(cfg, mode: str, device: torch.device, batch: int, repeats: int) -> RecipeRow:
+    """One row: the recipe's step built in ``mode`` and timed."""
+    model, step = recipe_step(cfg, mode, device, batch)
+    return time_step(cfg, mode, model, step, device, batch, repeats)
 
 
 def run_recipe_bench(

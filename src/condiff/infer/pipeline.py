@@ -151,8 +151,8 @@ class Pipeline:
         (the minimum-MSE choice), ``(B, C, H, W)``: one network call, or the average of
         ``num_samples`` samples (see :func:`condiff.diffusion.samplers.estimate_plan`). Inputs
         larger than the training window run as overlapping tiles (``overlap`` defaults to
-        ``self.overlap``, window / 4). ``noise``: the starting noise ``(B*K, C, H', W')`` at the padded size,
-        instead of drawing it from ``generator`` (the server draws it per request).
+        ``self.overlap``, window / 4). ``noise``: the starting noise ``(B*K, C, H', W')`` at the
+        padded size, instead of drawing it from ``generator`` (the server draws it per request).
         ``callback(Progress)``: called before each network call and after each chunk of tiles;
         raising :class:`condiff.infer.progress.Cancelled` stops the run (a CUDA-graph replay
         runs whole: the callback sees its start and its end).

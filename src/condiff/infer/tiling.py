@@ -111,7 +111,7 @@ class TiledModel:
         per_call = -(-len(coords) // -(-len(coords) // cap))
         for i in range(0, len(coords), per_call):
             chunk = coords[i : i + per_call]
-            pad = per_call - len(chunk) if len(coords) > per_call else 0
+            pad = per_call - len(chunk)  # 0 but in the last chunk
             windows = [x[:, :, y : y + wh, x0 : x0 + ww] for y, x0 in chunk + chunk[-1:] * pad]
             tiles = cat(windows)  # (n*B, C, wh, ww)
             pred = self.model(tiles, tile_t(len(chunk) + pad))

@@ -16,7 +16,8 @@ products, so the kernel spends as few instructions per score as it can:
   loads from ``AttentionBlock``'s strided projections;
 - the forward's exponentials are split between the special-function unit and the FMA units
   (every other key tile through ``_exp2_fma``, a cubic with the exponent added in integer bits:
-  ``FMA_EXP``), and P and dS go to bf16 by truncation, one byte permute per pair (``TRUNC``);
+  ``FMA_EXP``); P and dS can go to bf16 by truncation, one byte permute per pair (``TRUNC``,
+  off: no faster on an H200, and biased where the row sums are not taken from the same P);
 - ragged key lengths are masked only in the last key tile;
 - the backward pass recomputes P once per (query tile, key tile) pair: one program owns a key
   tile, accumulates dK and dV in registers and adds its dQ share with atomics (float32), so dQ is
