@@ -35,8 +35,12 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def tensors_of(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+Weights = nn.Module | dict[str, torch.Tensor]
+
+
+def tensors_of(model: Weights) -> dict[str, torch.Tensor]:
+    sd = model if isinstance(model, dict) else model.state_dict()
+    return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
 
 def save_checkpoint(
@@ -44,12 +48,18 @@ def save_checkpoint(
     step: int,
     *,
     config: dict[str, Any],
-    model: nn.Module,
-    ema: nn.Module,
+    model: Weights,
+    ema: Weights,
     state: dict[str, Any],
     keep_last: int = 3,
+    extra: dict[str, Weights] | None = None,
 ) -> Path:
-    """Write ``ckpt_root/step_{step:09d}`` atomically and keep the newest ``keep_last``."""
+    """Write ``ckpt_root/step_{step:09d}`` atomically and keep the newest ``keep_last``.
+
+    ``extra``: further safetensors files by name (a perceptual run's generator, its EMA and the
+    discriminator); ``config.json`` lists every file, and loading checks they are all there.
+    """
+    extra = extra or {}
     root = Path(ckpt_root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:09d}"
@@ -57,12 +67,14 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        meta = {"format": "condiff", "step": step}
+        files = [*FILES, *extra]
+        meta = {"format": "condiff", "step": step, "files": files}
         (tmp / "config.json").write_text(json.dumps({**config, "checkpoint": meta}, indent=2))
-        save_file(tensors_of(model), str(tmp / "model.safetensors"), metadata={"step": str(step)})
-        save_file(tensors_of(ema), str(tmp / "ema.safetensors"), metadata={"step": str(step)})
+        weights = {"model.safetensors": model, "ema.safetensors": ema, **extra}
+        for name, w in weights.items():
+            save_file(tensors_of(w), str(tmp / name), metadata={"step": str(step)})
         torch.save(state, tmp / "state.pt")
-        for f in FILES:
+        for f in files:
             _fsync(tmp / f)
         if final.exists():
             shutil.rmtree(final)
@@ -95,10 +107,14 @@ def validate_checkpoint(path: str | Path, need_state: bool = True) -> None:
         if not (path / f).is_file():
             raise CheckpointError(f"{path / f}: missing (incomplete checkpoint)")
     try:
-        json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        meta = json.loads((path / "config.json").read_text()).get("checkpoint", {})
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
         raise CheckpointError(f"{path / 'config.json'}: unreadable ({e})") from None
-    for f in ("model.safetensors", "ema.safetensors"):
+    extra = [f for f in meta.get("files", []) if f not in FILES]
+    for f in extra:
+        if not (path / f).is_file():
+            raise CheckpointError(f"{path / f}: missing (config.json lists it)")
+    for f in ("model.safetensors", "ema.safetensors", *extra):
         if need_state or (path / f).is_file():
             read_weights(path / f)
 

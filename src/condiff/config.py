@@ -252,6 +252,43 @@ class TrainConfig(Checked):
             )
 
 
+FEATURE_WEIGHTS = Check(
+    lambda v: 1 <= len(v) <= 5 and all(w >= 0 for w in v) and any(w > 0 for w in v),
+    "must list 1 to 5 weights >= 0 (VGG16 conv1_2, conv2_2, conv3_3, conv4_3, conv5_3), "
+    "not all zero",
+)
+
+
+@dataclass
+class PerceptualConfig(Checked):
+    """The perceptual stage: a trained diffusion network fine-tuned into a one-call generator.
+
+    The generator is the network at the top timestep (the posterior mean's call, with the same
+    noise input), trained with a pixel loss, a VGG16 feature loss and an adversarial loss from a
+    U-Net discriminator with spectral norm (Wang et al. 2021, Real-ESRGAN; Xia et al. 2023,
+    DiffIR). Its EMA weights are the ``perceptual`` estimate; the diffusion weights it started
+    from ride along unchanged, so the run still serves ``mean`` and ``sample``.
+    """
+
+    SECTION: ClassVar[str] = "perceptual"
+    # true: this run is a perceptual stage (needs train.init_from, a trained diffusion run)
+    enabled: bool = False
+    pixel_weight: Annotated[float, NON_NEGATIVE] = 1.0  # L1 on [0, 1] images
+    feature_weight: Annotated[float, NON_NEGATIVE] = 1.0  # L1 between VGG16 features
+    # the feature loss per VGG16 layer (before ReLU): conv1_2, conv2_2, conv3_3, conv4_3, conv5_3;
+    # the list's length is how deep the network runs (Real-ESRGAN's 0.1, 0.1, 1, 1, 1 on VGG19)
+    feature_layers: Annotated[tuple[float, ...], FEATURE_WEIGHTS] = (0.1, 0.1, 1.0, 1.0)
+    # VGG16 weights (safetensors, fp32 or fp16; conv0..conv12): None = the file `condiff metrics
+    # setup` writes in the cache. Never AlexNet-LPIPS, the metric the estimate is judged by.
+    vgg_weights: str | None = None
+    adversarial_weight: Annotated[float, NON_NEGATIVE] = 0.1  # the generator's GAN loss
+    disc_channels: Annotated[int, COUNT] = 64  # the discriminator's first width
+    disc_lr: Annotated[float, POSITIVE] = 1e-4
+    disc_betas: Annotated[
+        tuple[float, float], Check(lambda v: all(0 <= b < 1 for b in v), "must be in [0, 1)")
+    ] = (0.9, 0.99)
+
+
 @dataclass
 class SampleConfig(Checked):
     """Default sampling settings stored with a run (the CLI can override each)."""
@@ -275,6 +312,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

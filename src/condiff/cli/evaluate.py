@@ -33,10 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_protocol(s)
     s.add_argument(
         "--estimate",
-        choices=["both", "mean", "sample"],
-        default="both",
-        help="which estimates to score: the posterior mean (one network call), samples, or "
-        "both (default)",
+        choices=["all", "both", "mean", "sample", "perceptual"],
+        default="all",
+        help="which estimates to score: the posterior mean (one network call), samples, the "
+        "perceptual estimate (one call; runs with a perceptual stage), or all (default; "
+        "'both' is its older name)",
     )
     s.add_argument(
         "--num-samples",
@@ -102,10 +103,17 @@ def _add_protocol(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--metrics",
         nargs="+",
-        choices=["lpips", "dists"],
+        choices=["lpips", "dists", "kid"],
         default=None,
-        help="perceptual scores beside PSNR/SSIM (default: lpips and dists where their weights "
-        "are set up, see `condiff metrics setup`; the report says what it skipped)",
+        help="perceptual scores beside PSNR/SSIM (default: lpips and dists, and with --protocol "
+        "sr kid (KID and FID on crops, per set), where their weights are set up, see `condiff "
+        "metrics setup`; the report says what it skipped)",
+    )
+    s.add_argument(
+        "--kid-crop",
+        type=int,
+        default=128,
+        help="KID/FID: side of the non-overlapping crops each image gives (default 128)",
     )
 
 
@@ -159,6 +167,7 @@ def run(a: argparse.Namespace) -> int:
         sigmas=a.sigma,
         qualities=a.quality,
         metrics=a.metrics,
+        kid_crop=a.kid_crop,
         estimate=a.estimate,
         num_samples=a.num_samples,
         sweep=a.sweep,

@@ -11,11 +11,13 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--estimate",
-        choices=["sample", "mean"],
+        choices=["sample", "mean", "perceptual"],
         default="sample",
-        help="sample (default): posterior samples, sharp and varied, the perceptual choice; "
-        "mean: the posterior mean, the minimum-MSE estimate (highest PSNR, smoother): one "
-        "network call, or the average of --num-samples samples",
+        help="sample (default): posterior samples, sharp and varied, calibrated (their spread "
+        "is the uncertainty); mean: the posterior mean, the minimum-MSE estimate (highest PSNR, "
+        "smoother): one network call, or the average of --num-samples samples; perceptual: "
+        "one call of a perceptual stage's generator, trained for realism (sharpest per call, "
+        "not a posterior sample; only for runs with a perceptual stage)",
     )
     p.add_argument(
         "--sampler",

@@ -276,7 +276,7 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-ESTIMATES = ("sample", "mean")
+ESTIMATES = ("sample", "mean", "perceptual")
 
 
 def estimate_plan(
@@ -288,11 +288,12 @@ def estimate_plan(
     point estimate. With one sample it is one network call, the x0 prediction at the top
     timestep T-1 (DDIM's single trailing step), which is E[x0 | cond] up to the little signal a
     non-zero terminal SNR leaves in x_T; with ``num_samples=K`` the K samples are averaged
-    (by the caller).
+    (by the caller). ``"perceptual"``: the perceptual stage's generator, one call at T-1 as the
+    mean's (each of ``num_samples`` from its own noise).
     """
     if estimate not in ESTIMATES:
         raise ValueError(f"unknown estimate {estimate!r}; expected one of {list(ESTIMATES)}")
-    if estimate == "mean" and num_samples == 1:
+    if (estimate == "mean" and num_samples == 1) or estimate == "perceptual":
         return "ddim", 1, "trailing"
     return sampler, steps, spacing
 

@@ -1,8 +1,9 @@
 """Methods: the ways an evaluation turns a condition into an estimate of the target.
 
 The task's baseline (bicubic for super-resolution, the noisy or JPEG input itself), the
-posterior **mean** (one network call, or the average of K samples), or a posterior **sample**
-(a sampler at some number of steps and stochasticity ``eta``).
+posterior **mean** (one network call, or the average of K samples), a posterior **sample**
+(a sampler at some number of steps and stochasticity ``eta``), or the **perceptual** estimate
+(one call of a perceptual stage's generator).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from condiff.diffusion import network_calls
 
 @dataclass(frozen=True)
 class Method:
-    """One way to estimate the target: ``baseline``, ``mean`` or ``sample``."""
+    """One way to estimate the target: ``baseline``, ``mean``, ``sample`` or ``perceptual``."""
 
     estimate: str
     sampler: str = ""
@@ -29,8 +30,8 @@ class Method:
 
     @property
     def label(self) -> str:
-        if self.estimate == "baseline":
-            return "baseline"
+        if self.estimate in ("baseline", "perceptual"):
+            return self.estimate
         if self.estimate == "mean" and self.num_samples == 1:
             return "mean"
         eta = "" if self.eta is None else f", eta {self.eta:g}"
@@ -43,7 +44,7 @@ class Method:
         """Network calls per image (per tile) to produce this estimate."""
         if self.estimate == "baseline":
             return 0
-        if self.estimate == "mean" and self.num_samples == 1:
+        if self.estimate == "perceptual" or (self.estimate == "mean" and self.num_samples == 1):
             return 1
         return self.num_samples * network_calls(self.sampler, self.steps)
 
@@ -54,13 +55,18 @@ def default_methods(
     estimate: str = "both",
     mean_of: int = 1,
     etas: list[float | None] | None = None,
+    perceptual: bool = False,
 ) -> list[Method]:
-    """Baseline, then the one-call mean, each (sampler, steps, eta) sample, and the mean of K."""
+    """Baseline, then the one-call mean, the perceptual estimate (where the model has one), each
+    (sampler, steps, eta) sample, and the mean of K. ``estimate``: "all" (= "both"), "mean",
+    "sample" or "perceptual"."""
     methods = [Method("baseline")]
-    if estimate in ("both", "mean"):
+    if estimate in ("all", "both", "mean"):
         methods.append(Method("mean"))
+    if perceptual and estimate in ("all", "both", "perceptual"):
+        methods.append(Method("perceptual"))
     etas = etas or [None]
-    if estimate in ("both", "sample"):
+    if estimate in ("all", "both", "sample"):
         methods += [
             Method("sample", s, n, eta=e) for s in samplers for n in steps_list for e in etas
         ]
@@ -91,7 +97,7 @@ def parse_sample_spec(text: str) -> Method:
 
 def method_order(m: dict) -> tuple:
     """Sort key for report rows: baseline, then means, then samples, cheapest first."""
-    rank = {"baseline": 0, "mean": 1, "sample": 2}[str(m["estimate"])]
+    rank = {"baseline": 0, "mean": 1, "perceptual": 2, "sample": 3}[str(m["estimate"])]
     return (rank, m["nfe"], m["method"])
 
 

@@ -153,6 +153,10 @@ def missing() -> dict[str, str]:
         out["lpips"] = f"LPIPS weights not in {cache_dir()}: {SETUP_HINT}"
     if not {"vgg16", "dists"} <= have:
         out["dists"] = f"DISTS weights not in {cache_dir()}: {SETUP_HINT}"
+    from condiff.evaluate.kid import inception_file
+
+    if not inception_file().is_file():
+        out["kid"] = f"Inception (KID/FID) not in {cache_dir()}: {SETUP_HINT}"
     return out
 
 

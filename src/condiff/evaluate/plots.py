@@ -112,7 +112,9 @@ def plot_pd_plane(mm: Means, path: Path) -> None:
         for i, label in enumerate(mm.labels):
             m = mm.get(label, g, lv)
             if m and "lpips" in m and key in m:
-                marker = "s" if m["estimate"] == "baseline" else "*" if label == "mean" else "o"
+                marker = {"baseline": "s", "perceptual": "D"}.get(
+                    str(m["estimate"]), "*" if label == "mean" else "o"
+                )
                 ax.scatter(m[key], m["lpips"], color=f"C{i % 10}", marker=marker, s=60)
                 ax.annotate(
                     label,

@@ -17,8 +17,11 @@ import numpy as np
 from torch import Tensor
 
 from condiff.data.io import from_model, write_image
+from condiff.evaluate.kid import SetScores
 from condiff.evaluate.methods import Method, run_method
 from condiff.infer.outputs import STD_SCALE  # std maps show 4 x std, as `condiff sample` writes
+
+GRID_ESTIMATES = ("mean", "perceptual", "sample")  # the grids' columns between input and target
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Report:
     out_dir: Path | None = None
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable input files
     notes: list[str] = field(default_factory=list)  # e.g. scores skipped, and why
+    # set-level scores (KID, FID on crops) by (group, level, method label)
+    set_scores: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
 
     def metric_names(self) -> list[str]:
         names: list[str] = []
@@ -95,6 +100,10 @@ class Report:
                 vals = [r.metrics[m] for r in rows if m in r.metrics]
                 if vals:
                     rec[m] = float(np.mean(vals))
+            for k, v in self.set_scores.get((group, level, method), {}).items():
+                rec[k if k in ("kid", "fid") else f"kid_{k}"] = v
+                if k == "kid":
+                    rec["kid_x1000"] = 1000 * v
             out.append(rec)
         return out
 
@@ -127,6 +136,7 @@ class Plan:
     quantize: bool = False  # round estimates to 8 bits before scoring, as a saved PNG would be
     raw_baseline: bool = False  # score the baseline as is: not clamped, not rounded
     extra: ExtraScorer | None = None  # perceptual scores, on the same (quantized) images
+    sets: SetScores | None = None  # KID / FID on crops, per set
     grid_sample: Method | None = None
     grids: bool = True  # False: figures only, no images (faster)
     seed: int = 0
@@ -154,6 +164,8 @@ def evaluate(
         _evaluate_item(pipe, it, methods, plan, report, out, bar)
     if bar is not None:
         bar.close()
+    if plan.sets is not None:
+        report.set_scores = plan.sets.scores()
     return report
 
 
@@ -161,6 +173,9 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
     tgt = from_model(it.target)
     sub = Path(it.group) / it.level if it.level else Path(it.group)
     panels: dict[str, np.ndarray] = {}
+    groups = (it.group, *it.also)
+    if plan.sets is not None:
+        plan.sets.add(groups, it.level, None, tgt)
     for m in methods:
         est, std, dt = run_method(pipe, m, it.cond, plan.baseline, plan.seed)
         pred = from_model(est)
@@ -170,6 +185,8 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
         scores = plan.score(it, from_model(est, clip=False) if raw else pred, tgt)
         if plan.extra is not None:
             scores.update(plan.extra(pred, tgt))
+        if plan.sets is not None:
+            plan.sets.add(groups, it.level, m.label, pred)
         report.rows.append(
             Row(
                 it.group,
@@ -185,7 +202,9 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
                 it.also,
             )
         )
-        if m.estimate == "baseline" or (m.estimate == "mean" and "mean" not in panels):
+        if m.estimate in ("baseline", "perceptual") or (
+            m.estimate == "mean" and "mean" not in panels
+        ):
             panels[m.estimate] = pred
         if m == plan.grid_sample and plan.grids:
             panels["sample"] = pred
@@ -196,7 +215,7 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
             bar.update(1)
     if plan.grids:
         first = panels.get("baseline", from_model(it.cond))
-        row = [first, *(panels[k] for k in ("mean", "sample") if k in panels), tgt]
+        row = [first, *(panels[k] for k in GRID_ESTIMATES if k in panels), tgt]
         if "std" in panels:
             row.append(panels["std"])
         write_image(out / "grids" / sub / f"{it.name}.png", grid_image(row, tgt.shape[2]))
@@ -205,7 +224,7 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
 def grid_caption(report: Report, has_baseline: bool) -> str:
     names = {r.estimate for r in report.rows}
     cols = ["baseline" if has_baseline else "condition"]
-    cols += [c for c in ("mean", "sample") if c in names]
+    cols += [c for c in GRID_ESTIMATES if c in names]
     cols.append("target")
     if any(r.estimate == "mean" and r.nfe > 1 for r in report.rows):
         cols.append(f"std of the samples (x{STD_SCALE:g})")

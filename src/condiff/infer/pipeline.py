@@ -13,13 +13,15 @@ from condiff.config import RunConfig
 from condiff.diffusion import NoiseSchedule, make_denoiser
 from condiff.diffusion.denoiser import randn
 from condiff.diffusion.objectives import batched_condition, decode_target
-from condiff.diffusion.samplers import estimate_plan, get_sampler, network_calls
+from condiff.diffusion.samplers import ESTIMATES, estimate_plan, get_sampler, network_calls
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
 from condiff.infer.progress import Callback, Counted, Progress
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
 from condiff.nn.compiled import compile_module
 from condiff.nn.precision import autocast_ctx, autocast_dtype
+
+PERCEPTUAL_FILE = "perceptual.safetensors"  # a perceptual stage's generator (its EMA weights)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -41,20 +43,17 @@ class Pipeline:
         source: Path | None = None,
         compile: bool | None = None,
         graphs: bool | None = None,
+        perceptual: ConditionalUNet | Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         cuda = device.type == "cuda"
-        if isinstance(model, torch.nn.Module):
-            model = model.to(device).eval()
-            if cuda:
-                model = model.to(memory_format=torch.channels_last)
-            # On CUDA by default: torch.compile of the network, and one CUDA graph per sampling
-            # configuration (shape, sampler, steps) replayed for every batch of that shape.
-            if cuda if compile is None else compile:
-                model = compile_module(model)
-        else:  # another engine (ONNX Runtime): a plain callable, no compile or graphs
-            graphs = False
+        if not isinstance(model, torch.nn.Module):  # another engine (ONNX Runtime): a plain
+            graphs = False  # callable, no compile or graphs
+        compile = cuda if compile is None else compile
         self.model = model
-        self.net: Callable[[Tensor, Tensor], Tensor] = model
+        self.net: Callable[[Tensor, Tensor], Tensor] = _prepared(model, device, compile)
+        # the perceptual stage's generator (the network at the top timestep, fine-tuned for
+        # realism): the "perceptual" estimate; None where the run has no perceptual stage
+        self.perceptual_net = None if perceptual is None else _prepared(perceptual, device, compile)
         self.graphs = cuda if graphs is None else graphs
         self._graphed: dict[tuple, GraphedSampler] = {}
         self._calls: dict[tuple, int] = {}
@@ -73,6 +72,11 @@ class Pipeline:
         self.window = cfg.data.crop_size
         self.overlap = self.window // 4
         self.tile_batch = 512 if cuda else 16
+
+    @property
+    def estimates(self) -> tuple[str, ...]:
+        """The estimates this model gives: mean and sample, and perceptual after that stage."""
+        return ESTIMATES if self.perceptual_net is not None else ("sample", "mean")
 
     def _finish(
         self, out: Tensor, cond_k: Tensor, b: int, k: int, h: int, w: int, mean: bool
@@ -93,6 +97,7 @@ class Pipeline:
         spacing: str,
         overlap: int,
         eta: float | None,
+        estimate: str,
     ) -> tuple | None:
         """The CUDA-graph cache key of a call (None where graphs do not apply); counts calls:
         a graph is captured on the second call with the same shapes (a one-off image is cheaper
@@ -105,7 +110,7 @@ class Pipeline:
             and self.cfg.sample.dynamic_threshold is None
         ):
             return None
-        key = (tuple(cond_k.shape), sampler, steps, spacing, overlap)
+        key = (tuple(cond_k.shape), sampler, steps, spacing, overlap, estimate == "perceptual")
         self._calls[key] = self._calls.get(key, 0) + 1
         return key
 
@@ -162,6 +167,15 @@ class Pipeline:
         sampler, steps, spacing = estimate_plan(
             estimate, sampler or sc.sampler, steps or sc.steps, sc.spacing, num_samples
         )
+        network = self.net
+        if estimate == "perceptual":
+            if self.perceptual_net is None:
+                raise ValueError(
+                    "this model has no perceptual estimate: train a perceptual stage from it "
+                    "(perceptual.enabled, e.g. configs/sr4-rgb-perceptual.yaml); it has "
+                    f"{list(self.estimates)}"
+                )
+            network = self.perceptual_net
         mean = estimate == "mean"
         eta = sc.eta if eta is None else eta
         fn = get_sampler(sampler)
@@ -169,7 +183,7 @@ class Pipeline:
         cond = cond.to(self.device, torch.float32)
         padded, (h, w) = pad_to_multiple(cond, self.size_multiple)
         overlap = self.overlap if overlap is None else overlap
-        net = TiledModel(self.net, self.window, overlap, max_batch=self.tile_batch)
+        net = TiledModel(network, self.window, overlap, max_batch=self.tile_batch)
         cond_k = padded.repeat_interleave(num_samples, dim=0)  # (B*K, C, H', W')
         shape = (b * num_samples, self.target_channels, *padded.shape[-2:])
         if noise is None:
@@ -179,7 +193,7 @@ class Pipeline:
         else:
             x_T = noise.to(self.device, torch.float32)
         calls = network_calls(sampler, steps)
-        key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta)
+        key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta, estimate)
         if key is not None and (key in self._graphed or self._calls[key] >= 2):
             if callback is not None:
                 callback(Progress(0, calls))
@@ -234,6 +248,10 @@ def load(
     cfg = RunConfig.from_dict(raw)
     model = ConditionalUNet(**cfg.model.network_kwargs())
     ckpt.load_weights(model, ckpt.weights_file(folder, use_ema))
+    perceptual = None
+    if (folder / PERCEPTUAL_FILE).is_file():
+        perceptual = ConditionalUNet(**cfg.model.network_kwargs())
+        ckpt.load_weights(perceptual, folder / PERCEPTUAL_FILE)
     return Pipeline(
         model,
         cfg,
@@ -242,4 +260,18 @@ def load(
         source=folder,
         compile=compile,
         graphs=graphs,
+        perceptual=perceptual,
     )
+
+
+def _prepared(model, device: torch.device, compile: bool):
+    """A network ready to run: on ``device`` in eval mode, channels-last and compiled on CUDA
+    (by default); another engine's callable as it is."""
+    if not isinstance(model, torch.nn.Module):
+        return model
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    # On CUDA by default: torch.compile of the network, and one CUDA graph per sampling
+    # configuration (shape, sampler, steps) replayed for every batch of that shape.
+    return compile_module(model) if compile else model

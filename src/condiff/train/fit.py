@@ -33,9 +33,14 @@ def fit(
     total, steps_this_call = cfg.train.steps, 0
     tr.t_start = time.perf_counter()
     window = Window()
+    step_fn = optimizer_step
+    if tr.adv is not None:  # the perceptual stage: generator, then discriminator
+        from condiff.train.adversarial import adversarial_step
+
+        step_fn = adversarial_step
     with StopFlag() as stop:
         while tr.step < total:
-            loss, grad_norm, finite = optimizer_step(tr, tr.batches, tr.step)
+            loss, grad_norm, finite = step_fn(tr, tr.batches, tr.step)
             tr.count(window, loss, finite)
             steps_this_call += 1
             window = tr.after_step(window, grad_norm)

@@ -62,10 +62,21 @@ class RunLog:
             self.pbar.update(1)
 
     def train(
-        self, step: int, *, loss: float, lr: float, grad_norm: float, img_s: float, skipped: int
+        self,
+        step: int,
+        *,
+        loss: float,
+        lr: float,
+        grad_norm: float,
+        img_s: float,
+        skipped: int,
+        terms: dict[str, float] | None = None,
     ) -> None:
-        """One log window's means."""
+        """One log window's means; ``terms``: a stage's loss terms at the window's last step."""
         w = self.writer
+        terms = terms or {}
+        for k, v in terms.items():
+            w.add_scalar(f"train/{k}", v, step)
         w.add_scalar("train/loss", loss, step)
         w.add_scalar("train/lr", lr, step)
         w.add_scalar("train/grad_norm", grad_norm, step)
@@ -80,6 +91,7 @@ class RunLog:
                 "grad_norm": grad_norm,
                 "img_per_s": img_s,
                 "skipped_steps": skipped,
+                **{f"loss_{k}": v for k, v in terms.items()},
             }
         )
         if self.pbar is not None:
@@ -90,16 +102,23 @@ class RunLog:
             f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.2e}  {img_s:.1f} img/s  "
             f"eta {_duration(eta) if eta == eta else '?'}"
             + (f"  skipped {skipped}" if skipped else "")
+            + "".join(f"  {k} {v:.4f}" for k, v in terms.items() if k != "total")
         )
 
     def skipped(self, step: int, skipped: int) -> None:
         self.writer.add_scalar("train/skipped_steps", skipped, step)
 
-    def validation(self, step: int, metrics: dict[str, float], grid: Tensor | None) -> None:
+    def validation(
+        self,
+        step: int,
+        metrics: dict[str, float],
+        grid: Tensor | None,
+        columns: str = "cond|mean|sample|target",
+    ) -> None:
         for k, v in metrics.items():
             self.writer.add_scalar(f"val/{k}", v, step)
         if grid is not None:
-            self.writer.add_image("val/cond|mean|sample|target", grid, step)
+            self.writer.add_image(f"val/{columns}", grid, step)
         self._record({"kind": "val", "step": step, **metrics})
         parts = [f"{k} {v:.4f}" if "ssim" in k else f"{k} {v:.2f}" for k, v in metrics.items()]
         self._line(f"validation at step {step}: " + "  ".join(parts))

@@ -106,12 +106,13 @@ def restore(
     opt: torch.optim.Optimizer,
     lr_sched: torch.optim.lr_scheduler.LambdaLR,
     scaler: torch.amp.GradScaler | None,
+    files: tuple[str, str] = ("model.safetensors", "ema.safetensors"),
 ) -> dict[str, Any]:
-    """Resume from checkpoint ``path``: weights, EMA, optimizer, LR schedule, scaler and the torch
-    RNG. Returns the training state (step, skipped steps, seconds so far)."""
+    """Resume from checkpoint ``path``: weights and EMA (from ``files``), optimizer, LR schedule,
+    scaler and the torch RNG. Returns the training state (step, skipped steps, seconds so far)."""
     tc = cfg.train
-    ckpt.load_weights(model, path / "model.safetensors")
-    ckpt.load_weights(ema.model, path / "ema.safetensors")
+    ckpt.load_weights(model, path / files[0])
+    ckpt.load_weights(ema.model, path / files[1])
     state = ckpt.read_state(path)
     opt.load_state_dict(state["optimizer"])
     lr_sched.load_state_dict(state["lr_schedule"])
@@ -128,9 +129,9 @@ def restore(
     return state
 
 
-def init_weights(cfg: RunConfig, model: nn.Module, ema: EMA) -> Path:
-    """``train.init_from``: load a checkpoint's weights (and EMA, or the weights again) into a
-    fresh run; a network of another shape is an error naming the differing model fields."""
+def init_folder(cfg: RunConfig) -> Path:
+    """``train.init_from`` resolved to a checkpoint folder whose network has this run's shape;
+    a network of another shape is an error naming the differing model fields."""
     folder = ckpt.resolve_checkpoint(str(cfg.train.init_from), need_state=False)
     theirs = from_dict(ModelConfig, ckpt.read_config(folder).get("model", {}), prefix="model.")
     diffs = [
@@ -144,6 +145,13 @@ def init_weights(cfg: RunConfig, model: nn.Module, ema: EMA) -> Path:
             + "; ".join(diffs)
             + "); set the model section to match it, or leave train.init_from out"
         )
+    return folder
+
+
+def init_weights(cfg: RunConfig, model: nn.Module, ema: EMA) -> Path:
+    """``train.init_from``: load a checkpoint's weights (and EMA, or the weights again) into a
+    fresh run."""
+    folder = init_folder(cfg)
     ckpt.load_weights(model, folder / "model.safetensors")
     ckpt.load_weights(ema.model, ckpt.weights_file(folder, ema=True))
     return folder

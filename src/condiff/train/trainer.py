@@ -30,6 +30,7 @@ from condiff.train.ema import EMA
 from condiff.train.log import RunLog
 from condiff.train.setup import (
     build_model,
+    init_folder,
     init_weights,
     make_loader,
     make_optimizer,
@@ -96,6 +97,17 @@ class Trainer:
         self.opt, self.lr_sched = make_optimizer(cfg, self.model, fused)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
+        # the perceptual stage: discriminator, VGG16 features, the frozen diffusion weights
+        self.adv = None
+        if cfg.perceptual.enabled:
+            if cfg.diffusion.objective == "eps":
+                raise ValueError(
+                    "perceptual.enabled needs diffusion.objective v or x0: an eps network's "
+                    "one-call x0 divides by sqrt(alpha_bar) ~ 0 at the top timestep"
+                )
+            from condiff.train.adversarial import Adversarial
+
+            self.adv = Adversarial(cfg, self.device, self.channels_last)
         self.step = 0
         self.seconds_before = 0.0  # training-loop seconds of earlier calls (resumed runs)
         self.result = FitResult(self.run_dir, 0, None)
@@ -120,11 +132,22 @@ class Trainer:
             )
         if path is not None:
             args = (self.cfg, self.model, self.ema, self.opt, self.lr_sched, self.scaler)
-            state = restore(path, *args)
+            state = restore(path, *args, files=self._weight_files())
+            if self.adv is not None:
+                self.adv.restore(path, state)
             self.step = int(state["step"])
             self.seconds_before = float(state.get("train_seconds", 0.0))
             self.result = FitResult(self.run_dir, self.step, path)
             notes.append(f"resumed from {path} at step {self.step}")
+        elif self.adv is not None and tc.init_from:
+            folder = init_folder(self.cfg)
+            self.adv.init_from(folder, self.model, self.ema.model)
+            notes.append(f"perceptual stage: generator initialised from {folder}'s EMA weights")
+        elif self.adv is not None:
+            raise ValueError(
+                "perceptual.enabled needs train.init_from: a trained diffusion run or checkpoint "
+                "(or pretrained:NAME) to fine-tune into the perceptual estimate"
+            )
         elif tc.init_from:
             folder = init_weights(self.cfg, self.model, self.ema)
             notes.append(f"initialised from {folder} (weights and EMA; fresh optimizer)")
@@ -143,12 +166,22 @@ class Trainer:
             for note in notes:
                 self.log.message(note)
 
+    def _weight_files(self) -> tuple[str, str]:
+        """The checkpoint files of the trained weights and their EMA."""
+        if self.adv is not None:
+            from condiff.train.adversarial import GENERATOR, PERCEPTUAL
+
+            return GENERATOR, PERCEPTUAL
+        return "model.safetensors", "ema.safetensors"
+
     def _wrap(self) -> None:
         """DDP across processes, the attention kernel, and torch.compile (on CUDA by default)."""
         tc, dev = self.cfg.train, self.device
         if self.dist.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
             self.net = self.ddp = DDP(self.model, device_ids=ids)
+        if self.adv is not None:
+            self.adv.wrap(self.dist.enabled, dev)
         set_attention_kernel(tc.attention)
         if tc.compile if tc.compile is not None else dev.type == "cuda":
             self.net = compile_module(self.net)
@@ -201,13 +234,20 @@ class Trainer:
             self.log.step()
         if self.log is not None and self.val_set is not None and (step % tc.val_every == 0 or last):
             metrics, grid = validate(
-                self.cfg, self.ema.model, self.schedule, self.val_set, self.device, self.precision
+                self.cfg,
+                self.ema.model,
+                self.schedule,
+                self.val_set,
+                self.device,
+                self.precision,
+                estimates=("perceptual",) if self.adv is not None else ("mean", "sample"),
             )
             self.result.history.append(
                 {"step": step, **{f"val_{k}": v for k, v in metrics.items()}}
             )
             show = step % tc.image_every == 0 or last
-            self.log.validation(step, metrics, grid if show else None)
+            columns = "cond|perceptual|target" if self.adv else "cond|mean|sample|target"
+            self.log.validation(step, metrics, grid if show else None, columns)
         if step % tc.ckpt_every == 0 or last:
             self.result.checkpoint = self.save()
         return window
@@ -226,6 +266,7 @@ class Trainer:
                 grad_norm=float(grad_norm),
                 img_s=ips,
                 skipped=self.result.skipped_steps,
+                terms=self.adv.last if self.adv is not None else None,
             )
 
     def save(self) -> Path | None:
@@ -243,14 +284,20 @@ class Trainer:
                 # wall time spent in the training loop so far, over all resumed calls
                 "train_seconds": self.seconds_before + time.perf_counter() - self.t_start,
             }
+            model, ema, extra = self.model, self.ema.model, None
+            if self.adv is not None:  # the diffusion weights ride along; the generator beside
+                model, ema = self.adv.frozen["model"], self.adv.frozen["ema"]
+                extra = self.adv.files(self.model, self.ema.model)
+                state["disc_optimizer"] = self.adv.opt.state_dict()
             path = ckpt.save_checkpoint(
                 self.ckpt_root,
                 self.step,
                 config=self.cfg.to_dict(),
-                model=self.model,
-                ema=self.ema.model,
+                model=model,
+                ema=ema,
                 state=state,
                 keep_last=self.cfg.train.keep_last,
+                extra=extra,
             )
         if self.dist.enabled:
             torch.distributed.barrier()
@@ -290,5 +337,7 @@ class Trainer:
             # interpreter's exit, a gloo group's threads aborted a rank ("terminate called
             # without an active exception", SIGABRT) in about 1 of 24 CPU runs of torchrun.
             self.net = self.ddp = None  # type: ignore[assignment]
+            if self.adv is not None:
+                self.adv.disc_net = self.adv.disc
             shutdown()
             gc.collect()

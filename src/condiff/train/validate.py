@@ -24,16 +24,21 @@ def validate(
     val_set: ValCrops,
     device: torch.device,
     precision: str,
+    estimates: tuple[str, ...] = ("mean", "sample"),
 ) -> tuple[dict[str, float], Tensor]:
-    """The held-out crops with the EMA model: PSNR/SSIM of the posterior mean (one network
-    call), of samples (``train.val_steps`` steps) and of the task's baseline."""
+    """The held-out crops with the EMA model: PSNR/SSIM of each estimate and of the task's
+    baseline. ``mean`` and ``perceptual`` are one network call (the perceptual stage's generator
+    is the network at the top timestep); ``sample`` runs ``train.val_steps`` steps."""
     conds, targets = collate([val_set[i] for i in range(len(val_set))])
     conds, targets = conds.to(device), targets.to(device)
     d, sc = cfg.diffusion, cfg.sample
     model.eval()
     outs = {}
-    for est in ("mean", "sample"):
-        sampler, steps, spacing = estimate_plan(est, sc.sampler, cfg.train.val_steps, sc.spacing, 1)
+    for est in estimates:
+        one_call = "mean" if est == "perceptual" else est
+        sampler, steps, spacing = estimate_plan(
+            one_call, sc.sampler, cfg.train.val_steps, sc.spacing, 1
+        )
         with autocast_ctx(precision, device):
             z = sample(
                 model,
@@ -50,7 +55,7 @@ def validate(
             )
         outs[est] = decode_target(z, conds, residual=d.residual, scale=d.target_scale).clamp(-1, 1)
     metrics = _scores(val_set, conds, targets, outs)
-    return metrics, image_grid(conds[:4], outs["mean"][:4], outs["sample"][:4], targets[:4])
+    return metrics, image_grid(conds[:4], *(o[:4] for o in outs.values()), targets[:4])
 
 
 def _scores(val_set: ValCrops, conds: Tensor, targets: Tensor, outs: dict) -> dict[str, float]:
@@ -69,9 +74,10 @@ def _scores(val_set: ValCrops, conds: Tensor, targets: Tensor, outs: dict) -> di
     return {k: float(sum(v) / len(v)) for k, v in m.items()}
 
 
-def image_grid(cond: Tensor, mean: Tensor, sample_: Tensor, target: Tensor) -> Tensor:
-    """Rows of condition | mean | sample | target, (3, H*rows, W*4) in [0, 1] for TensorBoard."""
-    c = target.shape[1]
+def image_grid(cond: Tensor, *columns: Tensor) -> Tensor:
+    """Rows of condition | estimates ... | target (the last column), (3, H*rows, W*cols) in
+    [0, 1] for TensorBoard."""
+    c = columns[-1].shape[1]
 
     def rgb(x: Tensor) -> Tensor:
         x = x[:, :c] if x.shape[1] >= c else x[:, :1].expand(-1, c, -1, -1)
@@ -79,7 +85,7 @@ def image_grid(cond: Tensor, mean: Tensor, sample_: Tensor, target: Tensor) -> T
         return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
 
     rows = [
-        torch.cat([rgb(cond)[i], rgb(mean)[i], rgb(sample_)[i], rgb(target)[i]], dim=2)
-        for i in range(len(target))
+        torch.cat([rgb(cond)[i], *(rgb(col)[i] for col in columns)], dim=2)
+        for i in range(len(columns[-1]))
     ]
     return torch.cat(rows, dim=1)

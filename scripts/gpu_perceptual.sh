@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The perceptual-SR study on a lent GPU (issue 28; docs/NOTES.md, "Perceptual study").
+# Carry .gpup (python scripts/perceptual_data.py --sr ../shared/data/sr): BSD400, the sr
+# protocol's 8-bit LR inputs of Set5/Set14/BSD100, VGG16 (4 blocks, fp16).
+#   PART=call1: the diffusion base (configs/sr4-rgb.yaml), the perceptual stage from it
+#               (configs/sr4-rgb-perceptual.yaml, PMIN minutes, STAGE_ARGS overrides), and the
+#               mean and perceptual outputs of the LR sets.
+#   PART=call2: on the same warm machine (/tmp kept): the samples (SAMPLE="ddpm 50"), and
+#               STAGE2 (name + overrides) as a second stage from the same base, with outputs.
+# Outputs come back as lossless WebP in tars of < 16 MiB ($OUT/NAME-k.tar); score them here with
+# scripts/score_outputs.py. Logs and metrics.jsonl in $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+OUT=${OUT:-out}; D=${DATA:-.gpup}; W=${WORK:-/tmp/perc}; mkdir -p "$OUT" "$W"
+t0=$EPOCHREALTIME
+cli() { python3 -m condiff.cli "$@"; }
+stamp() { python3 -c "import sys; print(f'[{float(sys.argv[1]) - float(sys.argv[2]):7.1f} s] {sys.argv[3]}')" "$EPOCHREALTIME" "$t0" "$1" | tee -a "$OUT/times.txt"; }
+base() {
+  cli train --config configs/sr4-rgb.yaml --no-progress data.root=$D/bsd400 \
+    train.output_dir=$W/base train.max_minutes=${BMIN:-4.3} ${BASE_ARGS:-} > "$OUT/base.log" 2>&1
+  cp "$W/base/metrics.jsonl" "$OUT/base.jsonl"; stamp "base done ($(tail -n 2 $OUT/base.log | head -n 1))"
+}
+stage() {  # NAME [overrides...]
+  local name=$1; shift
+  cli train --config configs/sr4-rgb-perceptual.yaml --no-progress data.root=$D/bsd400 \
+    train.output_dir=$W/$name train.init_from=$W/base perceptual.vgg_weights=$D/vgg16.safetensors \
+    train.max_minutes=${PMIN:-2.5} "$@" > "$OUT/$name.log" 2>&1
+  cp "$W/$name/metrics.jsonl" "$OUT/$name.jsonl"; stamp "stage $name done"
+}
+outputs() {  # RUN ESTIMATE NAME [sample options...]
+  local run=$1 est=$2 name=$3; shift 3
+  for s in Set5 Set14 BSD100; do
+    cli sample --checkpoint "$W/$run" --input "$D/lr/$s" --output "$W/out/$name/$s" \
+      --estimate "$est" --upscale 4 --no-progress --no-compile "$@" >> "$OUT/outputs.log" 2>&1
+  done
+  stamp "outputs $name done"
+}
+pack() {  # NAME: lossless WebP, tars of < 15 MiB
+  python3 - "$W/out/$1" "$OUT/$1" <<'PY'
+import io, sys, tarfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from PIL import Image
+def webp(p):
+    b = io.BytesIO(); Image.open(p).save(b, "WEBP", lossless=True, quality=100, method=4)
+    return b
+src, dst = Path(sys.argv[1]), sys.argv[2]
+part, size, k = None, 0, 0
+files = sorted(src.rglob("*.png"))
+with ProcessPoolExecutor(12) as ex:
+    encoded = list(ex.map(webp, files))
+for p, b in zip(files, encoded):
+    if part is None or size + b.tell() > 15 * 2**20:
+        if part: part.close()
+        k += 1; part = tarfile.open(f"{dst}-{k}.tar", "w"); size = 0
+    info = tarfile.TarInfo(str(p.relative_to(src).with_suffix(".webp"))); info.size = b.tell()
+    b.seek(0); part.addfile(info, b); size += info.size
+if part: part.close()
+print(f"packed {src} into {k} tar(s)")
+PY
+}
+nvidia-smi -L | tee "$OUT/gpu.txt"
+case "${PART:-call1}" in
+  call1)
+    base
+    stage p1 ${STAGE_ARGS:-}
+    outputs p1 mean mean; outputs p1 perceptual p1
+    pack mean; pack p1 ;;
+  call2)
+    [ -n "${SAMPLE:-}" ] && { read -r -a S <<< "$SAMPLE"; outputs p1 sample "sample-${S[0]}${S[1]}" --sampler "${S[0]}" --steps "${S[1]}"; pack "sample-${S[0]}${S[1]}"; }
+    if [ -n "${STAGE2:-}" ]; then read -r -a S2 <<< "$STAGE2"; stage "${S2[@]}"; outputs "${S2[0]}" perceptual "${S2[0]}"; pack "${S2[0]}"; fi ;;
+esac
+grep -h "validation\|Error\|error\|Traceback" "$OUT"/*.log | tail -n 20
+ls -la "$OUT"
