@@ -92,6 +92,29 @@ def save_checkpoint(
     return final
 
 
+def add_weights(folder: str | Path, name: str, tensors: dict[str, torch.Tensor]) -> Path:
+    """Add (or replace) one safetensors file in a finished checkpoint and list it in its
+    ``config.json``; each file is written beside its place and renamed in, so a reader sees the
+    checkpoint before or after, never a half-written file."""
+    folder = Path(folder)
+    target = folder / name
+    tmp = folder / f".tmp-{name}-{os.getpid()}"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    _fsync(tmp)
+    os.replace(tmp, target)
+    raw = read_config(folder)
+    meta = raw.setdefault("checkpoint", {"format": "condiff"})
+    files = meta.setdefault("files", [f for f in FILES if (folder / f).is_file()])
+    if name not in files:
+        files.append(name)
+        tmp_cfg = folder / f".tmp-config-{os.getpid()}.json"
+        tmp_cfg.write_text(json.dumps(raw, indent=2))
+        _fsync(tmp_cfg)
+        os.replace(tmp_cfg, folder / "config.json")
+    _fsync(folder)
+    return target
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
     """Finished checkpoint folders under ``root``, oldest first (temporary folders ignored)."""
     root = Path(root)
@@ -107,8 +130,8 @@ def validate_checkpoint(path: str | Path, need_state: bool = True) -> None:
         if not (path / f).is_file():
             raise CheckpointError(f"{path / f}: missing (incomplete checkpoint)")
     try:
-        meta = json.loads((path / "config.json").read_text()).get("checkpoint", {})
-    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        meta = read_config(path).get("checkpoint", {})
+    except OSError as e:
         raise CheckpointError(f"{path / 'config.json'}: unreadable ({e})") from None
     extra = [f for f in meta.get("files", []) if f not in FILES]
     for f in extra:
@@ -139,9 +162,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{file}: missing")
     try:
-        return json.loads(file.read_text())
+        raw = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        got = type(raw).__name__ if not isinstance(raw, dict) else "no model section"
+        raise CheckpointError(
+            f"{file}: expected a run config (a JSON object with a model section), got {got}"
+        )
+    return raw
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

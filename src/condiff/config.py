@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -40,8 +41,8 @@ class Check:
     says: str  # what is expected, e.g. "must be > 0"
 
 
-POSITIVE = Check(lambda v: v > 0, "must be > 0")
-NON_NEGATIVE = Check(lambda v: v >= 0, "must be >= 0")
+POSITIVE = Check(lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
+NON_NEGATIVE = Check(lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 COUNT = Check(lambda v: isinstance(v, int) and v >= 1, "must be a positive integer")
 FRACTION = Check(lambda v: 0 <= v < 1, "must be in [0, 1)")
 OPEN_UNIT = Check(lambda v: 0 < v < 1, "must be in (0, 1)")
@@ -314,6 +315,15 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
+    def __post_init__(self) -> None:
+        m = self.model.size_multiple
+        if self.data.crop_size % m:
+            raise ConfigError(
+                f"data.crop_size must be a multiple of {m} for this network (it halves the image "
+                f"{len(self.model.channel_mults) - 1} times: model.channel_mults has "
+                f"{len(self.model.channel_mults)} levels), got {self.data.crop_size}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
@@ -418,8 +428,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where} not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return RunConfig.from_dict(apply_overrides(raw, overrides or []))

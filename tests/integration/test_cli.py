@@ -47,3 +47,29 @@ def test_bench_smoke_on_cpu(tmp_path):
     loop = rows[-1]
     assert loop["variant"].startswith("condiff train loop") and not loop["note"]
     assert loop["train_img_s"] > 0 and "% of the bare step (eager fp32" in out
+
+
+def test_version_config_errors_and_overrides_anywhere(tmp_path, tiny_run):
+    assert run_cli("--version").stdout.strip().startswith("condiff 0.")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [1,\n")
+    p = run_cli("train", "--config", str(bad), check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "bad.yaml: line 3, column 1 not valid YAML" in p.stderr
+    # an override after --resume is still an override (here a bad one, so nothing trains)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("train:\n  steps: 5\n")
+    p = run_cli("train", "--config", str(cfg), "train.lr=1e-3", "--resume", "auto",
+                "train.steps=0", check=False)  # fmt: skip
+    assert p.returncode == 2 and "train.steps must be a positive integer" in p.stderr
+    p = run_cli("train", "--config", str(cfg), "--resume", "auto", "--nope", check=False)
+    assert p.returncode == 2 and "unrecognized arguments: --nope" in p.stderr
+    # a checkpoint whose config.json is not a run config: one line naming the file
+    import shutil
+
+    ck = tmp_path / "ck"
+    shutil.copytree(sorted((tiny_run / "checkpoints").iterdir())[-1], ck)
+    (ck / "config.json").write_text("[1, 2, 3]")
+    p = run_cli("sample", "--checkpoint", str(ck), "--input", str(ck), "--output", str(tmp_path),
+                check=False)  # fmt: skip
+    assert p.returncode == 2 and "config.json: expected a run config" in p.stderr

@@ -3,6 +3,7 @@ resumes bit for bit, carries the diffusion weights along and serves the perceptu
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -99,16 +100,24 @@ def test_stage_needs_init_from_and_a_v_or_x0_network(tmp_path):
         RunConfig.from_dict(tiny_config(tmp_path / "r", perceptual={"feature_layers": []}))
 
 
-def test_cli_trains_the_stage_and_every_estimate_runs(v_run, tiny_run, tmp_path):
+@pytest.fixture(scope="module")
+def stage_run(v_run, tmp_path_factory) -> tuple[Path, str]:
+    """A 4-step perceptual stage trained through the real CLI (its stdout beside it)."""
+    root = tmp_path_factory.mktemp("stage")
+    cfg = stage_dict(root / "p", v_run, steps=4, feature_layers=[0.1, 0.1])
+    cfg["train"]["val_every"] = 4
+    p = run_cli("train", "--config", str(write_yaml(root / "p.yaml", cfg)), "--no-progress")
+    return root / "p", p.stdout
+
+
+def test_cli_trains_the_stage_and_every_estimate_runs(stage_run, tiny_run):
     import condiff
 
-    cfg = stage_dict(tmp_path / "p", v_run, steps=4, feature_layers=[0.1, 0.1])
-    cfg["train"]["val_every"] = 4
-    p = run_cli("train", "--config", str(write_yaml(tmp_path / "p.yaml", cfg)), "--no-progress")
-    assert "perceptual stage: generator initialised from" in p.stdout
-    assert "validation at step 4: perceptual_psnr" in p.stdout
-    assert " gan " in p.stdout and " disc " in p.stdout  # the loss terms in the log lines
-    pipe = condiff.load(tmp_path / "p", device="cpu")
+    run, stdout = stage_run
+    assert "perceptual stage: generator initialised from" in stdout
+    assert "validation at step 4: perceptual_psnr" in stdout
+    assert " gan " in stdout and " disc " in stdout  # the loss terms in the log lines
+    pipe = condiff.load(run, device="cpu")
     assert pipe.estimates == ("sample", "mean", "perceptual")
     cond = torch.rand(1, 1, 24, 40) * 2 - 1
     gen = torch.Generator().manual_seed(0)
@@ -118,3 +127,41 @@ def test_cli_trains_the_stage_and_every_estimate_runs(v_run, tiny_run, tmp_path)
     # a run without the stage refuses the estimate, naming what it has
     with pytest.raises(ValueError, match="no perceptual estimate"):
         condiff.load(tiny_run, device="cpu")(cond, estimate="perceptual")
+
+
+def test_export_and_server_give_the_perceptual_estimate(stage_run, tmp_path):
+    import condiff
+    from condiff.export.runtime import OrtPipeline
+    from condiff.serve.engine import OptionError, Options, Translator
+
+    run, _ = stage_run
+    cond = torch.rand(1, 1, 24, 40) * 2 - 1
+    x_T = torch.randn(1, 1, 24, 40, generator=torch.Generator().manual_seed(3))
+    want = condiff.load(run, device="cpu")(cond, estimate="perceptual", noise=x_T)
+    # ONNX: the generator exported on its own answers the perceptual estimate, and only it
+    onnx = tmp_path / "perc.onnx"
+    p = run_cli(
+        "export", "--checkpoint", str(run), "--output", str(onnx), "--network", "perceptual"
+    )
+    assert "relative error" in p.stdout
+    ort = OrtPipeline(onnx)
+    got = ort(cond.numpy(), estimate="perceptual", noise=x_T.numpy())
+    assert np.abs(got - want.numpy()).max() < 1e-4
+    with pytest.raises(ValueError, match="holds the perceptual network"):
+        ort(cond.numpy(), estimate="mean")
+    # the server: the model lists the estimate, a request for it equals the pipeline's output
+    t = Translator(run, device="cpu")
+    assert "perceptual" in t.describe()["estimates"]
+    from PIL import Image
+
+    img = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((24, 40)) * 255).astype(np.uint8)).save(img)
+    job = t.prepare(img.read_bytes(), Options(estimate="perceptual", seed=3))
+    res = t.run([job])[0]
+    assert set(res.outputs) == {"perceptual"} and res.nfe == 1
+    every = t.run([t.prepare(img.read_bytes(), Options(estimate="all", steps=2))])[0]
+    assert {"mean", "perceptual", "sample", "baseline"} <= set(every.outputs)
+    plain = Translator(run, device="cpu")
+    plain.estimates = ("sample", "mean")  # as a run without the stage describes itself
+    with pytest.raises(OptionError, match="this model gives"):
+        plain.prepare(img.read_bytes(), Options(estimate="perceptual"))

@@ -58,6 +58,10 @@ def test_demo_yaml_is_the_demo_config(device, name):
         ({"data": {"task": {"quality": 0}}}, "data.task.quality"),
         ({"sample": {"eta": -1}}, "sample.eta"),
         ({"train": {"max_minutes": 0}}, "train.max_minutes"),
+        ({"train": {"lr": float("inf")}}, "train.lr"),
+        ({"train": {"weight_decay": float("nan")}}, "train.weight_decay"),
+        ({"model": {"preset": "small"}, "data": {"crop_size": 50}}, "data.crop_size"),
+        ({"perceptual": {"feature_layers": [0, 0]}}, "perceptual.feature_layers"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

@@ -30,7 +30,9 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_grows_with_a_shift()
     def k(u, v):
         return (u @ v / 2 + 1) ** 3
 
-    want = 2 * k(x[0], x[1]) / 2 + 2 * k(y[0], y[1]) / 2 - 2 * np.mean([k(u, v) for u in x for v in y])
+    want = (
+        2 * k(x[0], x[1]) / 2 + 2 * k(y[0], y[1]) / 2 - 2 * np.mean([k(u, v) for u in x for v in y])
+    )
     assert K.kid(x, y) == pytest.approx(want)
     assert K.fid(a, a) == pytest.approx(0.0, abs=1e-6) and K.fid(a, b + 0.5) > K.fid(a, b)
 
@@ -42,7 +44,9 @@ def test_inception_features_separate_a_blur_from_the_image():
     rng = np.random.default_rng(1)
     # a textured image: smooth shapes plus fine noise, 128 x 192 -> six 64 px crops
     img = np.clip(
-        gaussian_filter(rng.random((128, 192, 3)), (6, 6, 0)) * 2 - 0.5 + rng.random((128, 192, 3)) * 0.3,
+        gaussian_filter(rng.random((128, 192, 3)), (6, 6, 0)) * 2
+        - 0.5
+        + rng.random((128, 192, 3)) * 0.3,
         0,
         1,
     ).astype(np.float32)

@@ -47,14 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
         "models (the spec's ConditionalUNet) on folders of paired images.",
         epilog=EPILOG,
     )
+    p.add_argument("--version", action="version", version=f"condiff {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"condiff.cli.{name}").add_parser(sub)
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("condiff")
+    except PackageNotFoundError:  # run from a source tree (PYTHONPATH=src)
+        return "0.2.0"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # `condiff train` overrides (section.field=value) may sit anywhere on the line
+    if (
+        rest
+        and hasattr(args, "overrides")
+        and all("=" in r and not r.startswith("-") for r in rest)
+    ):
+        args.overrides = [*args.overrides, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     # Only torch-free modules here. (CheckpointError is a RuntimeError.)
     from condiff.config import ConfigError
     from condiff.data.io import ImageError

@@ -19,6 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--checkpoint", required=True, help="run or checkpoint folder, or pretrained:NAME"
     )
     s.add_argument("--output", required=True, help="the .onnx file to write")
+    s.add_argument(
+        "--network",
+        choices=["diffusion", "perceptual"],
+        default="diffusion",
+        help="diffusion (default): the network behind mean and sample; perceptual: a perceptual "
+        "stage's generator (the perceptual estimate: sample it with --estimate perceptual)",
+    )
     s.add_argument("--opset", type=int, default=23)
     s.add_argument("--rtol", type=float, default=1e-3, help="largest accepted relative error")
     s.set_defaults(fn=run)
@@ -27,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from condiff.export import export_onnx
 
-    path, err = export_onnx(a.checkpoint, a.output, opset=a.opset, rtol=a.rtol)
+    path, err = export_onnx(a.checkpoint, a.output, opset=a.opset, rtol=a.rtol, network=a.network)
     print(
         f"wrote {path} and {path.with_suffix('.json')} (opset {a.opset}, dynamo exporter); "
         f"ONNX Runtime vs PyTorch relative error {err:.2e} on fresh inputs"

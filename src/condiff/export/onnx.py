@@ -33,13 +33,19 @@ def export_onnx(
     opset: int = OPSET,
     rtol: float = 1e-3,
     use_ema: bool = True,
+    network: str = "diffusion",
 ) -> tuple[Path, float]:
     """Export a run's network to ``output`` (+ ``output.json`` with its config); return the
-    path and the relative error measured in ONNX Runtime."""
+    path and the relative error measured in ONNX Runtime. ``network``: "diffusion" (mean and
+    sample) or "perceptual" (a perceptual stage's generator: the perceptual estimate)."""
     from condiff.infer.pipeline import load
 
     pipe = load(checkpoint, device="cpu", use_ema=use_ema, compile=False, graphs=False)
-    model = pipe.model.eval()
+    if network not in ("diffusion", "perceptual"):
+        raise ValueError(f"--network must be diffusion or perceptual, got {network!r}")
+    if network == "perceptual" and pipe.perceptual_net is None:
+        raise ValueError(f"--network perceptual: {checkpoint} has no perceptual stage")
+    model = (pipe.perceptual_net if network == "perceptual" else pipe.model).eval()
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     m = pipe.size_multiple
@@ -61,7 +67,8 @@ def export_onnx(
             external_data=False,  # one self-contained file (the networks are far below 2 GB)
             dynamic_shapes={"x_concat": {0: b, 2: m * h, 3: m * w}, "time": {0: b}},
         )
-    out.with_suffix(".json").write_text(json.dumps(pipe.cfg.to_dict(), indent=2))
+    meta = {**pipe.cfg.to_dict(), "checkpoint": {"network": network}}
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     err = check_onnx(model, out, cin, m)
     if err > rtol:
         raise ExportError(f"{out}: ONNX Runtime differs from PyTorch by {err:.2e} (> {rtol:.0e})")
@@ -113,6 +120,17 @@ def load_onnx(path: str | Path):
     if not meta.is_file():
         raise FileNotFoundError(f"{meta}: the config written beside the ONNX model is missing")
     raw = json.loads(meta.read_text())
-    raw.pop("checkpoint", None)
+    kind = (raw.pop("checkpoint", None) or {}).get("network", "diffusion")
     cfg = RunConfig.from_dict(raw)
+    if kind == "perceptual":  # the generator answers the perceptual estimate only
+        return Pipeline(
+            _refuse, cfg, device=torch.device("cpu"), source=path, perceptual=OrtNetwork(path)
+        )
     return Pipeline(OrtNetwork(path), cfg, device=torch.device("cpu"), source=path)
+
+
+def _refuse(x_concat: Tensor, t: Tensor) -> Tensor:
+    raise ValueError(
+        "this ONNX file holds a perceptual generator: use estimate='perceptual' (export the "
+        "diffusion network for mean and sample)"
+    )

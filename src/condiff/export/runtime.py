@@ -51,9 +51,13 @@ class OrtPipeline:
         if not meta.is_file():
             raise FileNotFoundError(f"{meta}: the config written beside the ONNX model is missing")
         raw = json.loads(meta.read_text())
-        raw.pop("checkpoint", None)
+        # which network the file holds: the diffusion network (mean and sample), or a
+        # perceptual stage's generator (the perceptual estimate)
+        self.network_kind = (raw.pop("checkpoint", None) or {}).get("network", "diffusion")
         self.cfg = RunConfig.from_dict(raw)
         self.source = path
+        perceptual = self.network_kind == "perceptual"
+        self.estimates: tuple[str, ...] = ("perceptual",) if perceptual else ("sample", "mean")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -92,6 +96,12 @@ class OrtPipeline:
         at the padded size, instead of drawing it. ``callback``: as the torch pipeline's.
         """
         cond = batched_condition(cond, self.cond_channels)
+        if estimate not in self.estimates:
+            raise ValueError(
+                f"{self.source} holds the {self.network_kind} network: it gives "
+                f"{list(self.estimates)}, not {estimate!r} (export the other with condiff "
+                "export --network)"
+            )
         sc, d = self.cfg.sample, self.cfg.diffusion
         sampler, steps, spacing = estimate_plan(
             estimate, sampler or sc.sampler, steps or sc.steps, sc.spacing, num_samples

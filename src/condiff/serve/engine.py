@@ -20,7 +20,8 @@ from condiff.infer.outputs import STD_SCALE
 from condiff.infer.progress import Cancelled, Progress
 from condiff.infer.run import resize_bicubic_np
 
-ESTIMATES = ("sample", "mean", "all")  # all: baseline, mean, samples and their std (the page)
+# all: baseline, mean, the perceptual estimate (where the model has one), samples and their std
+ESTIMATES = ("sample", "mean", "perceptual", "all")
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,12 @@ class Result:
     nfe: int = 0
 
     def main(self) -> np.ndarray:
-        """The image the PNG response carries: the mean, or the first sample."""
-        return (self.outputs.get("mean") or self.outputs["sample"])[0]
+        """The image the PNG response carries: the mean, the perceptual estimate, or the first
+        sample (whichever was asked, in that order)."""
+        for name in ("mean", "perceptual", "sample"):
+            if self.outputs.get(name):
+                return self.outputs[name][0]
+        raise KeyError("no estimate in this result")
 
     def file(self) -> tuple[bytes, str]:
         """The main image as `condiff sample` writes it: PNG, or 16-bit TIFF for 16-bit input."""
@@ -193,6 +198,8 @@ class Translator:
         self.color = "gray" if self.cond_channels == 1 else "rgb"
         sc = self.cfg.sample
         self.defaults = Options(sampler=sc.sampler, steps=min(sc.steps, self.limits.max_steps))
+        # the estimates this model gives (a perceptual stage adds "perceptual")
+        self.estimates: tuple[str, ...] = getattr(self.pipe, "estimates", ("sample", "mean"))
 
     def default_upscale(self) -> int:
         """The model's own super-resolution factor (uploads are low-resolution), else 1."""
@@ -213,12 +220,18 @@ class Translator:
             "size_multiple": self.pipe.size_multiple,
             "window": self.pipe.window,
             "defaults": self.defaults.__dict__,
+            "estimates": list(self.estimates),
             "limits": self.limits.__dict__,
             "config": self.cfg.to_dict(),
         }
 
     def prepare(self, data: bytes, opts: Options) -> Job:
         """Check and decode an upload (ImageTooLarge / ImageError name the problem)."""
+        if opts.estimate not in (*self.estimates, "all"):
+            raise OptionError(
+                f"estimate {opts.estimate!r}: this model gives {list(self.estimates)} (the "
+                "perceptual estimate needs a run with a perceptual stage)"
+            )
         lim = self.limits
         probe_image(data, max_pixels=lim.max_pixels // (opts.upscale * opts.upscale))
         x, depth = read_image(data, self.color)
@@ -337,6 +350,10 @@ class Translator:
         elif o.estimate in ("mean", "all"):  # one network call
             put("mean", sample(1, "mean"))
             calls += 1
+        if o.estimate == "perceptual" or (o.estimate == "all" and "perceptual" in self.estimates):
+            k = o.num_samples if o.estimate == "perceptual" else 1
+            put("perceptual", sample(k, "perceptual"))  # one call each
+            calls += k
         if o.estimate in ("sample", "all"):
             k = o.num_samples if o.estimate == "sample" else max(o.num_samples, 2)
             smp = sample(k, "sample")
