@@ -339,3 +339,27 @@ def test_colour_sr_config_trains_a_tiny_rgb_model_and_samples_it(tmp_path):
         "--no-progress",
     )
     assert "Colour (RGB PSNR" in p.stdout and "Cb " in p.stdout
+
+
+def test_resume_housekeeping_stale_saves_replayed_records_and_fresh_starts(tmp_path, capsys):
+    import json
+
+    from condiff.train.log import RunLog
+
+    run = tmp_path / "r"
+    (run / "checkpoints" / ".tmp-step_000000004-123").mkdir(parents=True)
+    # records past the step a run resumes from (written after its checkpoint) are dropped
+    lines = [json.dumps({"kind": "train", "step": s, "loss": 1.0}) for s in range(1, 9)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    RunLog(run, start_step=5, total=10, batch_size=1, progress=False).close()
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    (run / "metrics.jsonl").unlink()
+    res = fit(cfg_of(run, train={"steps": 2}), resume="auto", progress=False)
+    out = capsys.readouterr().out
+    assert "--resume auto: no checkpoint in" in out and "starting from scratch" in out
+    assert "removed .tmp-step_000000004-123" in out
+    assert not list((run / "checkpoints").glob(".tmp-*")) and res.step == 2
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in recs]
+    assert keys and len(keys) == len(set(keys))

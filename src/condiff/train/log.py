@@ -24,6 +24,22 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def _drop_after(path: Path, step: int) -> None:
+    """Keep the records of ``path`` up to ``step`` (and unreadable or step-less lines as they
+    are); rewritten beside it and renamed in."""
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec_step = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            rec_step = 0
+        if rec_step <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    tmp.replace(path)
+
+
 class RunLog:
     def __init__(
         self,
@@ -38,7 +54,10 @@ class RunLog:
 
         self.total, self.batch_size = total, batch_size
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
-        self.jsonl = (run_dir / "metrics.jsonl").open("a")
+        jsonl = run_dir / "metrics.jsonl"
+        if jsonl.is_file():  # a resumed run replays the steps after its checkpoint: drop them
+            _drop_after(jsonl, start_step)
+        self.jsonl = jsonl.open("a")
         self.pbar = None
         if progress and sys.stdout.isatty():
             from tqdm.auto import tqdm

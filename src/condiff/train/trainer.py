@@ -9,6 +9,7 @@ checkpoint) and :meth:`Trainer.stop_reason`, and at the end :meth:`Trainer.close
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -124,12 +125,19 @@ class Trainer:
         path; with none found, ``train.init_from`` (if set) gives the starting weights."""
         tc, notes = self.cfg.train, []
         path = None
+        if self.dist.is_main:  # a save cut short by a second signal left its folder behind
+            for stale in self.ckpt_root.glob(".tmp-step_*"):
+                shutil.rmtree(stale, ignore_errors=True)
+                notes.append(f"removed {stale.name} (an unfinished checkpoint save)")
         if resume:
             path = (
                 ckpt.latest_checkpoint(self.ckpt_root)
                 if resume == "auto"
                 else ckpt.resolve_checkpoint(resume)
             )
+            if path is None:
+                start = f"from {tc.init_from}" if tc.init_from else "from scratch"
+                notes.append(f"--resume auto: no checkpoint in {self.ckpt_root}; starting {start}")
         if path is not None:
             args = (self.cfg, self.model, self.ema, self.opt, self.lr_sched, self.scaler)
             state = restore(path, *args, files=self._weight_files())
