@@ -7,6 +7,11 @@ scripts/perceptual_data.py writes (the protocol's own 8-bit bicubic downscales).
         --outputs mean:1:mean=DIR perceptual:1:perceptual=DIR sample:50:"sample (ddpm 50)"=DIR
 
 Each DIR holds Set5/, Set14/, BSD100/ of NAME.png or NAME.webp (lossless).
+
+    python scripts/score_outputs.py --replot REPORT --out NEW [--keep LABEL ...]
+
+rebuilds a report (tables, plots) from an earlier one's metrics.csv and means.json, keeping the
+baseline and the methods named.
 """
 
 from __future__ import annotations
@@ -38,13 +43,18 @@ def read_output(folder: Path, name: str) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sr", required=True)
+    ap.add_argument("--sr")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--outputs", nargs="+", required=True, help="ESTIMATE:NFE:LABEL=DIR")
+    ap.add_argument("--outputs", nargs="+", default=[], help="ESTIMATE:NFE:LABEL=DIR")
+    ap.add_argument("--replot", default=None, help="an earlier report folder to rebuild from")
+    ap.add_argument("--keep", nargs="*", default=None, help="--replot: the methods to keep")
     ap.add_argument("--kid-crop", type=int, default=128)
     ap.add_argument("--metrics", nargs="*", default=["lpips", "dists"])
     ap.add_argument("--no-kid", action="store_true")
     a = ap.parse_args()
+    if a.replot:
+        replot(Path(a.replot), Path(a.out), a.keep)
+        return
     methods = []
     for spec in a.outputs:
         head, folder = spec.split("=", 1)
@@ -77,6 +87,28 @@ def main() -> None:
     means = report.means()
     (report.out_dir / "means.json").write_text(json.dumps(means, indent=1))
     print((report.out_dir / "report.md").read_text())
+
+
+def replot(src: Path, out: Path, keep: list[str] | None) -> None:
+    import csv
+
+    report = Report(out_dir=out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"group", "level", "image", "method", "estimate", "sampler", "steps", "nfe", "seconds"}
+    for r in csv.DictReader((src / "metrics.csv").open()):
+        if keep is not None and r["estimate"] != "baseline" and r["method"] not in keep:
+            continue
+        scores = {k: float(v) for k, v in r.items() if k not in info and v != ""}
+        report.rows.append(
+            Row(r["group"], r["image"], r["method"], r["estimate"], r["sampler"],
+                int(r["steps"]), int(r["nfe"]), float(r["seconds"]), scores, r["level"])
+        )  # fmt: skip
+    for m in json.loads((src / "means.json").read_text()):
+        if "kid" in m:
+            key = (m["group"], m["level"], m["method"])
+            report.set_scores[key] = {"kid": m["kid"], "fid": m["fid"], "crops": m["kid_crops"]}
+    write_report(report, SRProtocol(factor=4))
+    print((out / "report.md").read_text())
 
 
 if __name__ == "__main__":

@@ -177,13 +177,15 @@ def test_full_disk_keeps_earlier_checkpoints(tmp_path):
         ckpt.save_checkpoint(
             mnt,
             1,
-            config={},
+            config=RunConfig().to_dict(),
             model=torch.nn.Linear(2, 2),
             ema=torch.nn.Linear(2, 2),
             state={"step": 1},
         )
         with pytest.raises(ckpt.CheckpointError, match="disk is full"):
-            ckpt.save_checkpoint(mnt, 2, config={}, model=tiny, ema=tiny, state={"step": 2})
+            ckpt.save_checkpoint(
+                mnt, 2, config=RunConfig().to_dict(), model=tiny, ema=tiny, state={"step": 2}
+            )
         assert [p.name for p in ckpt.list_checkpoints(mnt)] == ["step_000000001"]
         assert not [p for p in mnt.iterdir() if p.name.startswith(".tmp")]
         ckpt.validate_checkpoint(mnt / "step_000000001")

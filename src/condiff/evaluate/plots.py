@@ -143,3 +143,33 @@ def plot_pd_plane(mm: Means, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_kid_lpips(mm: Means, path: Path) -> None:
+    """KID (Inception, on crops) against LPIPS (AlexNet) per set, one point per method: two
+    networks that share nothing, so a method that games one (a VGG-trained loss) shows."""
+    plt = _plt()
+    cols = [
+        (g, lv)
+        for g, lv in _columns(mm)
+        if any({"kid", "lpips"} <= set(mm.get(lb, g, lv) or {}) for lb in mm.labels)
+    ][:6]
+    fig, axes = plt.subplots(1, len(cols), figsize=(5.2 * len(cols), 4.6), squeeze=False)
+    for ax, (g, lv) in zip(axes[0], cols, strict=True):
+        for i, label in enumerate(mm.labels):
+            m = mm.get(label, g, lv)
+            if m and "kid" in m and "lpips" in m:
+                ax.scatter(m["lpips"], 1000 * m["kid"], color=f"C{i % 10}", s=60)
+                ax.annotate(
+                    label, (m["lpips"], 1000 * m["kid"]), fontsize=6, xytext=(3, 3),
+                    textcoords="offset points",
+                )  # fmt: skip
+        crops = next((mm.get(lb, g, lv) or {}).get("kid_crops") for lb in mm.labels)
+        ax.set_xlabel("LPIPS (alex), lower is better")
+        ax.set_ylabel("KID x 1000 (Inception, crops), lower is better")
+        ax.set_title(f"{g} {lv}".strip() + (f" ({int(crops)} crops)" if crops else ""))
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("two perceptual scores from unrelated networks: better is down and to the left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

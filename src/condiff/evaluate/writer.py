@@ -16,7 +16,12 @@ import numpy as np
 
 from condiff.evaluate.means import Means
 from condiff.evaluate.methods import method_order
-from condiff.evaluate.plots import plot_headline, plot_pd_plane, plot_quality_vs_steps
+from condiff.evaluate.plots import (
+    plot_headline,
+    plot_kid_lpips,
+    plot_pd_plane,
+    plot_quality_vs_steps,
+)
 from condiff.evaluate.protocols.base import Metric, Protocol
 from condiff.evaluate.report import Report, grid_caption, write_csvs
 
@@ -205,7 +210,7 @@ def _closing(report: Report, protocol: Protocol, mm: Means) -> list[str]:
     caption = grid_caption(report, protocol.has_baseline())
     plots = [
         p
-        for p in (protocol.plot, "quality_vs_steps.png", "pd_plane.png")
+        for p in (protocol.plot, "quality_vs_steps.png", "pd_plane.png", "kid_lpips.png")
         if p and (report.out_dir / p).is_file()
     ]  # type: ignore[operator]
     lines = [
@@ -238,4 +243,6 @@ def write_report(report: Report, protocol: Protocol) -> None:
         plot_quality_vs_steps(mm, out / "quality_vs_steps.png")
     if mm.has("lpips"):
         plot_pd_plane(mm, out / "pd_plane.png")
+    if mm.has("lpips") and mm.has("kid"):
+        plot_kid_lpips(mm, out / "kid_lpips.png")
     (out / "report.md").write_text(summary_markdown(report, protocol))
