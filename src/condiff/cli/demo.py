@@ -16,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "a task (4x super-resolution by default; --task denoising or jpeg), gray, the spec's "
         "2->1 layout, sized for the machine (on a CPU: fine-tune the shipped BSD400-pretrained "
         "'small' model of the task; on a GPU: train 'seed-default' from scratch), then score "
-        "the held-out photographs and write a report: the posterior mean and samples against "
-        "the input (bicubic, noisy, JPEG), grids, CSVs.",
+        "the held-out photographs and write a report: the posterior mean, samples and (for sr) "
+        "the shipped perceptual estimate against the input (bicubic, noisy, JPEG), grids, CSVs.",
     )
     s.add_argument(
         "--task",

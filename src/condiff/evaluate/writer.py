@@ -218,7 +218,13 @@ def _closing(report: Report, protocol: Protocol, mm: Means) -> list[str]:
         "The mean is the posterior mean, the minimum-MSE estimate: it scores the highest PSNR "
         "and looks smoother. A sample is one plausible target, sharp and varied: the perceptual "
         "choice, whose PSNR is lower by nature (an exact posterior sample has twice the mean's "
-        "squared error, 3.01 dB lower PSNR).",
+        "squared error, 3.01 dB lower PSNR)."
+        + (
+            " The perceptual estimate is one call of a generator fine-tuned for realism (a "
+            "perceptual stage): the sharpest per call, not a posterior sample (no uncertainty)."
+            if "perceptual" in mm.labels
+            else ""
+        ),
         "",
         *protocol.notes,
         "",
