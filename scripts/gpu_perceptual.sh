@@ -8,7 +8,7 @@
 #   PART=call2: on the same warm machine (/tmp kept): the samples (SAMPLE="ddpm 50"), and
 #               STAGE2 (name + overrides) as a second stage from the same base, with outputs.
 # Outputs come back as lossless WebP in tars of < 16 MiB ($OUT/NAME-k.tar); score them here with
-# scripts/score_outputs.py. Logs and metrics.jsonl in $OUT.
+# scripts/score_outputs.py. Logs, metrics.jsonl and times in $OUT/logs-PART.tar.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 OUT=${OUT:-out}; D=${DATA:-.gpup}; W=${WORK:-/tmp/perc}; mkdir -p "$OUT" "$W"
@@ -71,4 +71,6 @@ case "${PART:-call1}" in
     if [ -n "${STAGE2:-}" ]; then read -r -a S2 <<< "$STAGE2"; stage "${S2[@]}"; outputs "${S2[0]}" perceptual "${S2[0]}"; pack "${S2[0]}"; fi ;;
 esac
 grep -h "validation\|Error\|error\|Traceback" "$OUT"/*.log | tail -n 20
+# the device returns at most 8 files: the logs travel as one tar
+(cd "$OUT" && tar -cf "logs-${PART:-call1}.tar" *.log *.jsonl *.txt && rm -f *.log *.jsonl *.txt)
 ls -la "$OUT"
