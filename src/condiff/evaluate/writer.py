@@ -128,42 +128,40 @@ def sample_gaps(mm: Means) -> list[str]:
     return lines
 
 
+def _level_tables(mm: Means, title: str, metrics: tuple[Metric, ...], published: bool) -> list[str]:
+    """``title`` over one wide table of ``metrics`` per level."""
+    lines = ["", title, ""]
+    for lv in mm.levels:
+        if lv:
+            lines += ["", f"{lv}:", ""]
+        lines += wide_table(mm, lv, metrics, published=published)
+    return lines
+
+
 def perceptual_tables(mm: Means) -> list[str]:
     ms = tuple(k for k in PERCEPTUAL if mm.has(k.key))
     if not ms or not mm.protocol.wide:
         return []
     pair = (mm.protocol.headline[0], *ms)
-    lines = [
-        "",
+    title = (
         "Perceptual scores ("
         + " / ".join(k.label for k in pair)
-        + "; LPIPS and DISTS: lower is better):",
-        "",
-    ]
-    for lv in mm.levels:
-        if lv:
-            lines += ["", f"{lv}:", ""]
-        lines += wide_table(mm, lv, pair, published=True)
-    return lines
+        + "; LPIPS and DISTS: lower is better):"
+    )
+    return _level_tables(mm, title, pair, published=True)
 
 
 def set_tables(mm: Means) -> list[str]:
-    """KID and FID per set (crops of every image), beside LPIPS where it was computed."""
+    """KID and FID per set (crops of every image)."""
     if not mm.has("kid") or not mm.protocol.wide:
         return []
     crops = {str(m["group"]): m.get("kid_crops") for m in mm.records if "kid_crops" in m}
-    lines = [
-        "",
+    title = (
         "Set-level scores on crops (KID x 1000 / FID; lower is better; crops per set: "
         + ", ".join(f"{g} {int(n)}" for g, n in crops.items() if n)
-        + "):",
-        "",
-    ]
-    for lv in mm.levels:
-        if lv:
-            lines += ["", f"{lv}:", ""]
-        lines += wide_table(mm, lv, SET_LEVEL, published=False)
-    return lines
+        + "):"
+    )
+    return _level_tables(mm, title, SET_LEVEL, published=False)
 
 
 def summary_markdown(report: Report, protocol: Protocol) -> str:
