@@ -57,3 +57,29 @@ def test_inception_features_separate_a_blur_from_the_image():
     d_blur = np.abs(net.features(blur) - f).mean()
     d_self = np.abs(net.features(img.copy()) - f).mean()
     assert d_self < 1e-6 < d_blur
+
+
+def test_report_tables_and_plot_show_kid_beside_lpips(tmp_path):
+    from condiff.evaluate.protocols.sr import SRProtocol
+    from condiff.evaluate.report import Report, Row
+    from condiff.evaluate.writer import write_report
+
+    rep = Report(out_dir=tmp_path)
+    for est, label, lp in (
+        ("baseline", "baseline", 0.4),
+        ("mean", "mean", 0.3),
+        ("perceptual", "perceptual", 0.15),
+    ):
+        for img in ("a", "b"):
+            scores = {"psnr_y": 27.0, "ssim_y": 0.7, "lpips": lp, "dists": lp / 2}
+            rep.rows.append(
+                Row("Set14", img, label, est, "", 0, 0 if est == "baseline" else 1, 0.0, scores)
+            )
+        rep.set_scores[("Set14", "", label)] = {"kid": lp / 100, "fid": 100 * lp, "crops": 12}
+    write_report(rep, SRProtocol(factor=4))
+    md = (tmp_path / "report.md").read_text()
+    assert "Set-level scores on crops (KID x 1000 / FID" in md and "Set14 12" in md
+    assert "| perceptual | 1 | 1.50 / 15.0 |" in md  # KID x 1000 / FID
+    assert "| perceptual | 1 | 27.00 / 0.150 / 0.075 |" in md
+    assert "not a posterior sample" in md  # the closing text says what the estimate is
+    assert (tmp_path / "kid_lpips.png").is_file() and (tmp_path / "pd_plane.png").is_file()
