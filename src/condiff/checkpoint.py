@@ -72,7 +72,9 @@ def save_checkpoint(
         (tmp / "config.json").write_text(json.dumps({**config, "checkpoint": meta}, indent=2))
         weights = {"model.safetensors": model, "ema.safetensors": ema, **extra}
         for name, w in weights.items():
-            save_file(tensors_of(w), str(tmp / name), metadata={"step": str(step)})
+            tensors = tensors_of(w)
+            _refuse_nonfinite(tensors, final / name)
+            save_file(tensors, str(tmp / name), metadata={"step": str(step)})
         torch.save(state, tmp / "state.pt")
         for f in files:
             _fsync(tmp / f)
@@ -80,6 +82,9 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync(root)
+    except CheckpointError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except Exception as e:  # OSError, or safetensors'/torch's own wrappers of it
         shutil.rmtree(tmp, ignore_errors=True)
         full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
@@ -90,6 +95,16 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _refuse_nonfinite(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """A checkpoint never holds NaN or Inf weights: refuse to write one, naming a tensor."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{file}: {len(bad)} tensor(s) hold NaN or Inf (e.g. {bad[0]}); not written, earlier "
+            "checkpoints are untouched. Try a lower train.lr, or train.precision=bf16"
+        )
 
 
 def add_weights(folder: str | Path, name: str, tensors: dict[str, torch.Tensor]) -> Path:

@@ -365,3 +365,34 @@ def test_resume_housekeeping_stale_saves_replayed_records_and_fresh_starts(tmp_p
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     keys = [(r["kind"], r["step"]) for r in recs]
     assert keys and len(keys) == len(set(keys))
+
+
+def test_nan_weights_are_never_checkpointed_nor_sampled_into_a_black_image(tiny_run, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from condiff.config import RunConfig as RC
+
+    bad = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        bad.weight[0, 0] = float("nan")
+    with pytest.raises(ckpt.CheckpointError, match="hold NaN or Inf"):
+        ckpt.save_checkpoint(
+            tmp_path / "c", 1, config=RC().to_dict(), model=bad, ema=bad, state={"step": 1}
+        )
+    assert not list((tmp_path / "c").iterdir())  # no checkpoint, no temporary folder
+    # a checkpoint damaged on disk to hold NaN: `condiff sample` refuses, writes nothing, exit 2
+    ck = tmp_path / "ck"
+    shutil.copytree(ckpt.list_checkpoints(tiny_run / "checkpoints")[-1], ck)
+    w = load_file(str(ck / "ema.safetensors"))
+    w = {k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in w.items()}
+    save_file(w, str(ck / "ema.safetensors"))
+    img = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.new("L", (20, 20), 128).save(img)
+    p = run_cli("sample", "--checkpoint", str(ck), "--input", str(img), "--output",
+                str(tmp_path / "out"), "--steps", "2", "--no-progress", check=False)  # fmt: skip
+    assert p.returncode == 2 and "NaN/Inf values; nothing written" in p.stderr
+    assert not list((tmp_path / "out").glob("*.png"))  # (a missing folder globs to nothing)

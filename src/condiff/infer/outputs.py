@@ -12,7 +12,14 @@ STD_SCALE = 4.0  # the std map image shows 4 x std (std 0.25 of the [0, 1] range
 
 
 def write_samples(out: Path, src: Path, samples: np.ndarray, bit_depth: int) -> list[Path]:
-    """``samples`` (K, C, H, W) in [-1, 1]. K=1: ``<name>.png``; K>1 adds samples, mean, std."""
+    """``samples`` (K, C, H, W) in [-1, 1]. K=1: ``<name>.png``; K>1 adds samples, mean, std.
+    Output with NaN or Inf is refused (ValueError), never written as a black image."""
+    bad = int(np.size(samples) - np.isfinite(samples).sum())
+    if bad:
+        raise ValueError(
+            f"{src}: the model's output has {bad} NaN/Inf values; nothing written for it (the "
+            "checkpoint's weights may be damaged)"
+        )
     ext = ".tif" if bit_depth == 16 else ".png"
     arr = ((np.clip(samples.astype(np.float32), -1, 1) + 1) / 2).transpose(0, 2, 3, 1)  # K,H,W,C
     paths = [write_image(out / f"{src.stem}{ext}", arr[0], bit_depth)]
