@@ -18,7 +18,6 @@ perceptual run still serves the mean and samples; the generator is ``generator.s
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from condiff.diffusion.objectives import concat_condition, decode_target, encode
 from condiff.nn.discriminator import UNetDiscriminator
 from condiff.nn.precision import autocast_ctx
 from condiff.nn.vgg import load_vgg16
-from condiff.train.step import mix_seed
+from condiff.train.step import accumulating, backward, mix_seed, on_device, rank_slice, update
 
 # checkpoint files of a perceptual run, beside config.json, model/ema (diffusion) and state.pt
 GENERATOR, PERCEPTUAL, DISCRIMINATOR = (
@@ -93,21 +92,21 @@ class Adversarial:
     def init_from(self, folder: Path, model: nn.Module, ema_model: nn.Module) -> None:
         """Start the generator (and its EMA) from the diffusion run's EMA weights, and keep that
         run's weights to carry along."""
-        ema_file = ckpt.weights_file(folder, ema=True)
-        self.frozen = {
-            "model": ckpt.read_weights(folder / "model.safetensors"),
-            "ema": ckpt.read_weights(ema_file),
-        }
-        ckpt.load_weights(model, ema_file)
-        ckpt.load_weights(ema_model, ema_file)
+        self._keep_frozen(folder)
+        ckpt.load_weights(model, ckpt.weights_file(folder, ema=True))
+        ckpt.load_weights(ema_model, ckpt.weights_file(folder, ema=True))
 
     def restore(self, path: Path, state: dict) -> None:
-        self.frozen = {
-            "model": ckpt.read_weights(path / "model.safetensors"),
-            "ema": ckpt.read_weights(path / "ema.safetensors"),
-        }
+        self._keep_frozen(path)
         ckpt.load_weights(self.disc, path / DISCRIMINATOR)
         self.opt.load_state_dict(state["disc_optimizer"])
+
+    def _keep_frozen(self, folder: Path) -> None:
+        """A checkpoint's diffusion weights (its EMA, or its only weights), kept to carry along."""
+        self.frozen = {
+            "model": ckpt.read_weights(folder / "model.safetensors"),
+            "ema": ckpt.read_weights(ckpt.weights_file(folder, ema=True)),
+        }
 
     def files(self, generator: nn.Module, ema_model: nn.Module) -> dict[str, nn.Module]:
         return {GENERATOR: generator, PERCEPTUAL: ema_model, DISCRIMINATOR: self.disc}
@@ -156,33 +155,21 @@ def adversarial_step(
     sums: dict[str, Tensor] = {}
     pairs = []
     for k in range(tc.grad_accum):
-        cond, x0 = next(batches)
-        cond, x0 = cond.to(dev, non_blocking=True), x0.to(dev, non_blocking=True)
-        if tr.channels_last:
-            cond = cond.contiguous(memory_format=torch.channels_last)
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        g_batch, lo = tr.dist.world * tr.micro, tr.dist.rank * tr.micro
+        cond, x0 = on_device(tr, *next(batches))
         gen = torch.Generator(dev).manual_seed(mix_seed(tc.seed, step, k))
         shape = encode_target(x0, cond, residual=d.residual, scale=d.target_scale).shape
-        z = torch.randn((g_batch, *shape[1:]), device=dev, generator=gen)[lo : lo + tr.micro]
+        g_batch = tr.dist.world * tr.micro
+        z = rank_slice(tr, torch.randn((g_batch, *shape[1:]), device=dev, generator=gen))
         torch.manual_seed(mix_seed(tc.seed, step, k, 1))  # dropout
-        last = k == tc.grad_accum - 1
-        sync = tr.ddp.no_sync() if tr.ddp is not None and not last else contextlib.nullcontext()
-        with sync:
+        with accumulating(tr, tr.ddp, k):
             with autocast_ctx(tr.precision, dev):
                 fake = generate(tr.net, cond, z, tr.schedule, cfg)
                 terms = adv.generator_losses(fake, x0)
-            (terms["total"] / tc.grad_accum).backward()
+            backward(tr, terms["total"] / tc.grad_accum)
         for name, v in terms.items():
             sums[name] = sums.get(name, 0.0) + v.detach() / tc.grad_accum
         pairs.append((fake.detach(), x0))
-    max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), max_norm)
-    finite = bool(torch.isfinite(grad_norm).item())
-    if finite:
-        tr.opt.step()
-        tr.lr_sched.step()
-        tr.ema.update(tr.model, step)
+    grad_norm, finite = update(tr, step)
     sums["disc"] = _disc_step(tr, pairs)
     adv.last = {k: float(v) for k, v in sums.items()}
     return sums["total"], grad_norm, finite
@@ -194,11 +181,9 @@ def _disc_step(tr, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
     adv.disc.train().requires_grad_(True)
     adv.opt.zero_grad(set_to_none=True)
     total = torch.zeros((), device=tr.device)
-    ddp = isinstance(adv.disc_net, DDP)
+    ddp = adv.disc_net if isinstance(adv.disc_net, DDP) else None
     for k, (fake, real) in enumerate(pairs):
-        last = k == len(pairs) - 1
-        sync = adv.disc_net.no_sync() if ddp and not last else contextlib.nullcontext()
-        with sync:
+        with accumulating(tr, ddp, k):
             with autocast_ctx(tr.precision, tr.device):
                 loss = adv.disc_loss(fake, real) / len(pairs)
             loss.backward()

@@ -39,21 +39,39 @@ def mix_seed(*parts: int) -> int:
     return x & 0x7FFFFFFFFFFFFFFF
 
 
+def on_device(tr, cond: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
+    """A loader batch on the run's device, channels-last where the run is."""
+    cond, x0 = cond.to(tr.device, non_blocking=True), x0.to(tr.device, non_blocking=True)
+    if tr.channels_last:
+        cond = cond.contiguous(memory_format=torch.channels_last)
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    return cond, x0
+
+
+def rank_slice(tr, x_all: Tensor) -> Tensor:
+    """This rank's rows of a draw made for the whole global micro-batch."""
+    lo = tr.dist.rank * tr.micro
+    return x_all[lo : lo + tr.micro]
+
+
+def accumulating(tr, ddp, k: int) -> contextlib.AbstractContextManager:
+    """Micro-step ``k``: accumulating micro-steps skip DDP's all-reduce; the last one syncs."""
+    if ddp is None or k == tr.cfg.train.grad_accum - 1:
+        return contextlib.nullcontext()
+    return ddp.no_sync()
+
+
 def micro_loss(tr, cond: Tensor, x0: Tensor, step: int, k: int) -> Tensor:
     """The loss of micro-step ``k`` of ``step`` on this rank's slice (already / grad_accum)."""
     cfg, dev = tr.cfg, tr.device
     d = cfg.diffusion
-    cond, x0 = cond.to(dev, non_blocking=True), x0.to(dev, non_blocking=True)
+    cond, x0 = on_device(tr, cond, x0)
     x0 = encode_target(x0, cond, residual=d.residual, scale=d.target_scale)
-    if tr.channels_last:
-        cond = cond.contiguous(memory_format=torch.channels_last)
-        x0 = x0.contiguous(memory_format=torch.channels_last)
     g_batch = tr.dist.world * tr.micro
     gen = torch.Generator(dev).manual_seed(mix_seed(cfg.train.seed, step, k))
     t_all = sample_timesteps(g_batch, tr.schedule.num_timesteps, d.top_t_fraction, dev, gen)
     eps_all = torch.randn((g_batch, *x0.shape[1:]), device=dev, generator=gen)
-    lo = tr.dist.rank * tr.micro
-    t, eps = t_all[lo : lo + tr.micro], eps_all[lo : lo + tr.micro]
+    t, eps = rank_slice(tr, t_all), rank_slice(tr, eps_all)
     torch.manual_seed(mix_seed(cfg.train.seed, step, k, 1))  # dropout and condition dropout
     with autocast_ctx(tr.precision, dev):
         loss = diffusion_loss(
@@ -72,23 +90,14 @@ def micro_loss(tr, cond: Tensor, x0: Tensor, step: int, k: int) -> Tensor:
     return loss / cfg.train.grad_accum
 
 
-def optimizer_step(
-    tr, batches: Iterator[tuple[Tensor, Tensor]], step: int
-) -> tuple[Tensor, Tensor, bool]:
-    """Accumulate ``train.grad_accum`` micro-steps, clip, and step the optimizer, LR schedule and
-    EMA if the gradient is finite. Returns (summed loss, grad norm, finite)."""
+def backward(tr, loss: Tensor) -> None:
+    (tr.scaler.scale(loss) if tr.scaler is not None else loss).backward()
+
+
+def update(tr, step: int) -> tuple[Tensor, bool]:
+    """Clip, and step the optimizer, LR schedule and EMA if the gradient is finite. Returns
+    (grad norm, finite)."""
     tc = tr.cfg.train
-    tr.opt.zero_grad(set_to_none=True)
-    loss_acc = torch.zeros((), device=tr.device)
-    for k in range(tc.grad_accum):
-        cond, x0 = next(batches)
-        # Accumulating micro-steps skip DDP's all-reduce; the last one syncs.
-        last = k == tc.grad_accum - 1
-        sync = tr.ddp.no_sync() if tr.ddp is not None and not last else contextlib.nullcontext()
-        with sync:
-            loss = micro_loss(tr, cond, x0, step, k)
-            (tr.scaler.scale(loss) if tr.scaler is not None else loss).backward()
-        loss_acc += loss.detach()
     if tr.scaler is not None:
         tr.scaler.unscale_(tr.opt)
     max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")
@@ -103,4 +112,21 @@ def optimizer_step(
     if finite:
         tr.lr_sched.step()
         tr.ema.update(tr.model, step)
+    return grad_norm, finite
+
+
+def optimizer_step(
+    tr, batches: Iterator[tuple[Tensor, Tensor]], step: int
+) -> tuple[Tensor, Tensor, bool]:
+    """Accumulate ``train.grad_accum`` micro-steps, clip, and step the optimizer, LR schedule and
+    EMA if the gradient is finite. Returns (summed loss, grad norm, finite)."""
+    tr.opt.zero_grad(set_to_none=True)
+    loss_acc = torch.zeros((), device=tr.device)
+    for k in range(tr.cfg.train.grad_accum):
+        cond, x0 = next(batches)
+        with accumulating(tr, tr.ddp, k):
+            loss = micro_loss(tr, cond, x0, step, k)
+            backward(tr, loss)
+        loss_acc += loss.detach()
+    grad_norm, finite = update(tr, step)
     return loss_acc, grad_norm, finite
