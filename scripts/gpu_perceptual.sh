@@ -6,7 +6,10 @@
 #               (configs/sr4-rgb-perceptual.yaml, PMIN minutes, STAGE_ARGS overrides), and the
 #               mean and perceptual outputs of the LR sets.
 #   PART=call2: on the same warm machine (/tmp kept): the samples (SAMPLE="ddpm 50"), and
-#               STAGE2 (name + overrides) as a second stage from the same base, with outputs.
+#               STAGES ("name overrides...; name overrides...") as more stages from the same
+#               base, with outputs; with .gpuv carried (HR Set5/Set14 + LPIPS weights:
+#               scripts/perceptual_data.py --quick) a Y PSNR / LPIPS table of them (and QUICK).
+#   PART=call3: RESUME ("name overrides...") resumed for PMIN more minutes, outputs, quick score.
 # Outputs come back as lossless WebP in tars of < 16 MiB ($OUT/NAME-k.tar); score them here with
 # scripts/score_outputs.py. Logs, metrics.jsonl and times in $OUT/logs-PART.tar.
 set -uo pipefail
@@ -59,18 +62,39 @@ if part: part.close()
 print(f"packed {src} into {k} tar(s)")
 PY
 }
+quick() {  # NAME...: Y PSNR + LPIPS of Set5/Set14 here (needs .gpuv: HR sets + LPIPS weights)
+  [ -d .gpuv/test ] || return 0
+  local specs=(); for n in "$@"; do specs+=("perceptual:1:$n=$W/out/$n"); done
+  CONDIFF_CACHE=.gpuv/cache python3 scripts/score_outputs.py --sr .gpuv --sets Set5 Set14 \
+    --metrics lpips --no-kid --out "$W/quick" --outputs "${specs[@]}" > "$OUT/quick.log" 2>&1
+  cp "$W/quick/report.md" "$OUT/quick-report.txt"; grep -A12 "^| method" "$W/quick/report.md" | head -n 40
+  stamp "quick score done"
+}
 nvidia-smi -L | tee "$OUT/gpu.txt"
+[ -d "$D/bsd400" ] || { echo "no $D/bsd400: carry it (a fresh machine lost call 1's)"; exit 3; }
 case "${PART:-call1}" in
   call1)
     base
-    stage p1 ${STAGE_ARGS:-}
-    outputs p1 mean mean; outputs p1 perceptual p1
-    pack mean; pack p1 ;;
+    stage p1 train.steps=20000 ${STAGE_ARGS:-}
+    [ -n "${NO_MEAN:-}" ] || { outputs p1 mean mean; pack mean; }
+    outputs p1 perceptual p1; pack p1 ;;
   call2)
     [ -n "${SAMPLE:-}" ] && { read -r -a S <<< "$SAMPLE"; outputs p1 sample "sample-${S[0]}${S[1]}" --sampler "${S[0]}" --steps "${S[1]}"; pack "sample-${S[0]}${S[1]}"; }
-    if [ -n "${STAGE2:-}" ]; then read -r -a S2 <<< "$STAGE2"; stage "${S2[@]}"; outputs "${S2[0]}" perceptual "${S2[0]}"; pack "${S2[0]}"; fi ;;
+    # STAGES="name overrides...; name overrides...": stages from the same base, in turn
+    names=(); IFS=';' read -r -a ALL <<< "${STAGES:-${STAGE2:-}}"
+    for spec in "${ALL[@]}"; do
+      read -r -a S2 <<< "$spec"; [ ${#S2[@]} -gt 0 ] || continue
+      stage "${S2[0]}" train.steps=20000 "${S2[@]:1}"; outputs "${S2[0]}" perceptual "${S2[0]}"; pack "${S2[0]}"
+      names+=("${S2[0]}")
+    done
+    quick ${QUICK:-} "${names[@]}" ;;
+  call3)
+    # RESUME="name overrides...": the stage resumed (--resume auto) for PMIN more minutes
+    read -r -a R <<< "$RESUME"
+    stage "${R[0]}" train.steps=20000 --resume auto "${R[@]:1}"
+    outputs "${R[0]}" perceptual "${R[0]}-long"; pack "${R[0]}-long"; quick "${R[0]}-long" ;;
 esac
 grep -h "validation\|Error\|error\|Traceback" "$OUT"/*.log | tail -n 20
 # the device returns at most 8 files: the logs travel as one tar
-(cd "$OUT" && tar -cf "logs-${PART:-call1}.tar" *.log *.jsonl *.txt && rm -f *.log *.jsonl *.txt)
+(cd "$OUT" && tar -cf "logs-${PART:-call1}.tar" *.log *.jsonl *.txt && rm -f ./*.log ./*.jsonl ./*.txt)
 ls -la "$OUT"

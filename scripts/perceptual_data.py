@@ -10,6 +10,14 @@ Writes, under OUT (default .gpup, git-ignored):
   a call carries.
 
     python scripts/perceptual_data.py --sr ../shared/data/sr [--out .gpup] [--depth 4]
+
+A second carry for a call on the same warm machine (the first one's .gpup is still there):
+
+    python scripts/perceptual_data.py --sr ../shared/data/sr --out .gpuv --depth 5 --quick
+
+writes only VGG16 (here all five blocks, for conv5_3), the HR images of Set5 and Set14 and the
+LPIPS weights (``cache/metrics/``), so ``gpu_perceptual.sh`` can score its stages on the GPU
+machine and pick one to resume without a round trip.
 """
 
 from __future__ import annotations
@@ -36,13 +44,19 @@ def main() -> None:
     ap.add_argument("--out", default=".gpup")
     ap.add_argument("--depth", type=int, default=4, help="VGG16 blocks to carry (1..5)")
     ap.add_argument("--no-train", action="store_true", help="leave bsd400/ out")
+    ap.add_argument("--quick", action="store_true", help="VGG16, HR Set5/Set14, LPIPS weights")
     a = ap.parse_args()
     sr, out = Path(a.sr), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not a.no_train:
+    if a.quick:
+        for s in ("Set5", "Set14"):
+            shutil.copytree(sr / "test" / s, out / "test" / s, dirs_exist_ok=True)
+        (out / "cache" / "metrics").mkdir(parents=True, exist_ok=True)
+        shutil.copy(cache_dir() / FILES["lpips"], out / "cache" / "metrics" / FILES["lpips"])
+    elif not a.no_train:
         shutil.copytree(sr / "train" / "bsd400", out / "bsd400", dirs_exist_ok=True)
     proto = SRProtocol(factor=4)
-    for item in proto.items([sr / "test" / s for s in SETS], color="rgb"):
+    for item in [] if a.quick else proto.items([sr / "test" / s for s in SETS], color="rgb"):
         low = from_model(item.low)  # (H, W, 3) in [0, 1], on the 8-bit grid
         assert np.abs(low * 255 - np.round(low * 255)).max() < 1e-3, "not 8-bit"
         write_image(out / "lr" / item.group / f"{item.name}.png", low)

@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--kid-crop", type=int, default=128)
     ap.add_argument("--metrics", nargs="*", default=["lpips", "dists"])
     ap.add_argument("--no-kid", action="store_true")
+    ap.add_argument("--sets", nargs="+", default=list(SETS), help="the test sets to score")
     a = ap.parse_args()
     if a.replot:
         replot(Path(a.replot), Path(a.out), a.keep)
@@ -61,7 +62,7 @@ def main() -> None:
         est, nfe, label = head.split(":", 2)
         methods.append((est, int(nfe), label, Path(folder)))
     proto = SRProtocol(factor=4)
-    items = proto.items([Path(a.sr) / "test" / s for s in SETS], color="rgb")
+    items = proto.items([Path(a.sr) / "test" / s for s in a.sets], color="rgb")
     scorer = Perceptual(a.metrics)
     sets = None if a.no_kid else SetScores(a.kid_crop, a.kid_crop)
     report = Report(out_dir=Path(a.out))
