@@ -1,0 +1,134 @@
+"""Fault injection (issue 29): damaged bytes, missing manifests and a full disk against the
+checkpoint's manifest and the commands that load it. Each test keeps one row of the issue's
+table fixed: a damaged file is refused naming it (exit 2), never loaded into a wrong image."""
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from condiff import checkpoint as ckpt
+from condiff.config import RunConfig
+from condiff.train import fit
+from tests.conftest import run_cli, tiny_config
+
+
+def flip(file: Path, offset: int, n: int) -> None:
+    """Invert ``n`` bytes of ``file`` from ``offset`` (same size: only a digest can tell)."""
+    data = bytearray(file.read_bytes())
+    data[offset : offset + n] = bytes(b ^ 0xFF for b in data[offset : offset + n])
+    file.write_bytes(bytes(data))
+
+
+def copy_of_last(run: Path, dest: Path) -> Path:
+    shutil.copytree(ckpt.list_checkpoints(run / "checkpoints")[-1], dest)
+    return dest
+
+
+def an_image(path: Path) -> Path:
+    Image.new("L", (20, 20), 128).save(path)
+    return path
+
+
+def test_every_checkpoint_file_is_in_its_manifest(tiny_run):
+    last = ckpt.list_checkpoints(tiny_run / "checkpoints")[-1]
+    man = json.loads((last / ckpt.MANIFEST).read_text())["files"]
+    assert set(man) == set(ckpt.FILES)
+    for name, entry in man.items():
+        assert entry["bytes"] == (last / name).stat().st_size
+        assert entry["sha256"] == ckpt.file_digest(last / name)
+    assert ckpt.verify_manifest(last)
+
+
+def test_flipped_bytes_in_weights_are_refused_by_sample_and_evaluate(tiny_run, tmp_path):
+    ck = copy_of_last(tiny_run, tmp_path / "ck")
+    size = (ck / "ema.safetensors").stat().st_size
+    flip(ck / "ema.safetensors", size // 2, 4096 if size > 8192 else 64)
+    img = an_image(tmp_path / "in.png")
+    p = run_cli("sample", "--checkpoint", str(ck), "--input", str(img), "--output",
+                str(tmp_path / "out"), "--steps", "2", "--no-progress", check=False)  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert "ema.safetensors" in p.stderr and "SHA-256 differs" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert not list((tmp_path / "out").glob("*"))
+    p = run_cli("evaluate", "--checkpoint", str(ck), "--data", str(tmp_path), "--output",
+                str(tmp_path / "ev"), check=False)  # fmt: skip
+    assert p.returncode == 2 and "ema.safetensors" in p.stderr
+    from condiff import load
+
+    with pytest.raises(ckpt.CheckpointError, match="SHA-256"):
+        load(ck, device="cpu")
+
+
+def test_flipped_bytes_in_state_resume_from_the_newest_checkpoint_that_verifies(tmp_path, capsys):
+    run = tmp_path / "r"
+    cfg = RunConfig.from_dict(tiny_config(run, train={"steps": 4, "ckpt_every": 2}))
+    fit(cfg, progress=False)
+    first, last = ckpt.list_checkpoints(run / "checkpoints")
+    flip(last / "state.pt", (last / "state.pt").stat().st_size // 2, 64)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"skipping damaged checkpoint.*state\.pt"):
+        res = fit(RunConfig.from_dict(tiny_config(run, train={"steps": 5})), resume="auto",
+                  progress=False)  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"resumed from {first} at step 2" in out and res.step == 5
+    # asked for by name, the damaged one is refused
+    with pytest.raises(ckpt.CheckpointError, match="state.pt"):
+        ckpt.resolve_checkpoint(last)
+
+
+def test_a_checkpoint_without_manifest_loads_with_one_warning(tiny_run, tmp_path):
+    ck = copy_of_last(tiny_run, tmp_path / "old")
+    (ck / ckpt.MANIFEST).unlink()
+    from condiff import load
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load(ck, device="cpu")
+        load(ck, device="cpu")
+    said = [str(w.message) for w in caught if ckpt.MANIFEST in str(w.message)]
+    assert len(said) == 1 and "cannot be verified" in said[0]
+    # its weights are still read whole: a truncated file is refused as before
+    f = ck / "ema.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(ckpt.CheckpointError, match="ema.safetensors"):
+        load(ck, device="cpu")
+
+
+def test_a_damaged_manifest_is_refused_by_name(tiny_run, tmp_path):
+    ck = copy_of_last(tiny_run, tmp_path / "ck")
+    (ck / ckpt.MANIFEST).write_text("[1, 2")
+    with pytest.raises(ckpt.CheckpointError, match="manifest.json: unreadable"):
+        ckpt.resolve_checkpoint(ck, need_state=False)
+    shutil.rmtree(ck)
+    ck = copy_of_last(tiny_run, tmp_path / "ck")
+    (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:-10])
+    with pytest.raises(ckpt.CheckpointError, match="the manifest says"):
+        ckpt.resolve_checkpoint(ck, need_state=False)
+
+
+def test_shipped_weights_carry_digests_that_verify():
+    names = ckpt.shipped()
+    assert names
+    for name in names:
+        folder = ckpt.PRETRAINED_DIR / name
+        listed = json.loads((folder / ckpt.MANIFEST).read_text())["files"]
+        assert {"config.json", "model.safetensors"} <= set(listed)
+        assert ckpt.verify_manifest(folder)
+
+
+def test_added_weights_are_vouched_for_and_the_swap_leaves_nothing_behind(tiny_run, tmp_path):
+    ck = copy_of_last(tiny_run, tmp_path / "ck")
+    extra = {"w": torch.arange(6, dtype=torch.float32)}
+    ckpt.add_weights(ck, "extra.safetensors", extra)
+    assert ckpt.verify_manifest(ck)
+    assert "extra.safetensors" in json.loads((ck / ckpt.MANIFEST).read_text())["files"]
+    assert "extra.safetensors" in ckpt.read_config(ck)["checkpoint"]["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no .tmp-/.old- folders
+    flip(ck / "extra.safetensors", 20, 8)
+    with pytest.raises(ckpt.CheckpointError, match="extra.safetensors"):
+        ckpt.validate_checkpoint(ck)
