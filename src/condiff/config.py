@@ -467,6 +467,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    path = Path(path)
-    with path.open("w") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    """Written beside ``path`` and renamed in: never a zero-byte ``config.yaml`` on a full disk."""
+    from condiff.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -132,3 +132,114 @@ def test_added_weights_are_vouched_for_and_the_swap_leaves_nothing_behind(tiny_r
     flip(ck / "extra.safetensors", 20, 8)
     with pytest.raises(ckpt.CheckpointError, match="extra.safetensors"):
         ckpt.validate_checkpoint(ck)
+
+
+def test_seven_bad_training_images_are_named_in_one_error(tmp_path):
+    from tests.conftest import write_yaml
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for n in range(3):
+        Image.new("L", (40, 40), 60 * n).save(root / f"good{n}.png")
+    for n in range(4):
+        (root / f"corrupt{n}.png").write_bytes(b"\x89PNG not really" * n)
+    for n in range(3):
+        Image.new("L", (12, 30), 9).save(root / f"small{n}.png")
+    cfg = tiny_config(tmp_path / "run", data={"root": str(root), "val_count": 1})
+    p = run_cli("train", "--config", str(write_yaml(tmp_path / "c.yaml", cfg)), "--no-progress",
+                check=False)  # fmt: skip
+    assert p.returncode == 2 and "7 bad training images" in p.stderr
+    for name in [f"corrupt{n}.png" for n in range(4)] + [f"small{n}.png" for n in range(3)]:
+        assert name in p.stderr
+    assert "smaller than data.crop_size=16" in p.stderr and "Traceback" not in p.stderr
+
+
+def small_disk(path: Path, size: str) -> Path:
+    """A tmpfs of ``size`` mounted at ``path`` (root only; the test skips elsewhere)."""
+    import os
+    import subprocess
+
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    ).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    return path
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_at_start_and_mid_run_is_one_line_and_keeps_the_checkpoints(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import write_yaml
+
+    disk = small_disk(tmp_path / "disk", "24m")
+    try:
+        run = disk / "run"
+        cfg = tiny_config(run, train={"steps": 100000, "ckpt_every": 5, "log_every": 1,
+                                      "keep_last": 1})  # fmt: skip
+        yml = write_yaml(tmp_path / "c.yaml", cfg)
+        filler = fill(disk)
+        p = run_cli("train", "--config", str(yml), "--no-progress", check=False)
+        errors = [x for x in p.stderr.splitlines() if "error:" in x]
+        assert p.returncode == 2 and "the disk is full" in p.stderr, p.stderr
+        assert len(errors) == 1 and "Traceback" not in p.stderr
+        assert not [f for f in disk.rglob("*") if f.is_file() and f.stat().st_size == 0]
+        filler.unlink()
+        # mid-run: the disk fills after the first checkpoint
+        proc = subprocess.Popen([sys.executable, "-m", "condiff.cli", "train", "--config",
+                                 str(yml), "--no-progress"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.time() + 300
+        while not ckpt.list_checkpoints(run / "checkpoints") and time.time() < deadline:
+            time.sleep(0.2)
+        filler = fill(disk)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and "the disk is full" in err, err
+        assert "Traceback" not in err and len([x for x in err.splitlines() if "error:" in x]) == 1
+        kept = ckpt.list_checkpoints(run / "checkpoints")
+        assert kept and ckpt.verify_manifest(kept[-1])
+        assert not [f for f in disk.rglob("*") if f.is_file() and f.stat().st_size == 0]
+        assert not list((run / "checkpoints").glob(".tmp-*"))
+        # space freed: the run resumes from its last whole checkpoint
+        filler.unlink()
+        step = int(kept[-1].name.split("_")[1])
+        p = run_cli("train", "--config", str(yml), "--no-progress", "--resume", "auto",
+                    f"train.steps={step + 2}")  # fmt: skip
+        assert f"resumed from {kept[-1]} at step {step}" in p.stdout
+    finally:
+        import subprocess as sp
+
+        sp.run(["umount", str(disk)], check=False)
+
+
+def test_logs_on_a_full_disk_stop_the_run_in_one_line(tmp_path):
+    from condiff.train.log import LogWriteError, RunLog
+
+    disk = small_disk(tmp_path / "disk", "2m")
+    try:
+        log = RunLog(disk, start_step=0, total=10**6, batch_size=1, progress=False)
+        log.train(1, loss=1.0, lr=1e-3, grad_norm=1.0, img_s=1.0, skipped=0)
+        fill(disk)
+        with pytest.raises(LogWriteError, match=r"the disk is full.*--resume auto"):
+            for step in range(2, 20000):  # the first write that needs a new block fails
+                log.train(step, loss=1.0, lr=1e-3, grad_norm=1.0, img_s=1.0, skipped=0)
+        log.close()  # already said: closing does not raise again
+        assert (disk / "metrics.jsonl").stat().st_size > 0
+    finally:
+        import subprocess
+
+        subprocess.run(["umount", str(disk)], check=False)

@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ImageError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"condiff {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # a full disk or a folder it may not write: one line, never a traceback
+        from condiff.files import why
+
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"condiff {args.command}: error: {where}{why(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_SECOND_SIGNAL

@@ -17,6 +17,7 @@ from condiff.config import DataConfig, ModelConfig
 from condiff.data.bundled import export_bundled
 from condiff.data.io import (
     ImageError,
+    bad_files_error,
     list_images,
     probe_image,
     probe_images,
@@ -111,20 +112,29 @@ def paired_source(cfg: DataConfig) -> ImageSource:
     if not items:
         raise ImageError(f"no image pairs found under {root}")
     tc = cc = None
+    bad: list[tuple[Path, str]] = []
     for it in items:
-        ti, ci = probe_image(it.target), probe_image(it.cond)  # type: ignore[arg-type]
+        try:
+            ti, ci = probe_image(it.target), probe_image(it.cond)  # type: ignore[arg-type]
+        except ImageError as e:
+            bad.append((it.target, str(e)))
+            continue
         if (ti.height, ti.width) != (ci.height, ci.width):
-            raise ImageError(
+            bad.append((it.target, (
                 f"size mismatch: target {it.target} is {ti.width}x{ti.height} but condition "
                 f"{it.cond} is {ci.width}x{ci.height} (pairs must have the same size)"
-            )
-        if tc is None:
+            )))  # fmt: skip
+        elif tc is None:
             tc, cc = ti.channels, ci.channels
         elif (ti.channels, ci.channels) != (tc, cc):
-            raise ImageError(
+            bad.append((it.target, (
                 f"channel mismatch: {it.target} / {it.cond} have {ti.channels}/{ci.channels} "
                 f"channels, earlier pairs {tc}/{cc}"
-            )
+            )))  # fmt: skip
+    if len(bad) == 1:
+        raise ImageError(bad[0][1])
+    if bad:
+        raise bad_files_error(bad, f"pairs under {root}")
     return ImageSource(items, int(tc), int(cc), None, None)  # type: ignore[arg-type]
 
 
@@ -140,7 +150,21 @@ def task_source(
         paths = export_bundled(dest / cfg.color, cfg.color)
     else:
         paths = list_images(cfg.root)
-    infos = probe_images(paths, skipped)  # corrupt files fail here, by name
+    bad: list[tuple[Path, str]] = [] if skipped is None else skipped
+    infos = probe_images(paths, bad)  # corrupt files, each by name
+    if skipped is None and cfg.root != "bundled":
+        bad += [
+            (
+                i.path,
+                f"{i.path}: image is {i.width}x{i.height}, smaller than data.crop_size={cfg.crop_size}",
+            )
+            for i in infos
+            if min(i.height, i.width) < cfg.crop_size
+        ]
+    if skipped is None and len(bad) == 1:
+        raise ImageError(bad[0][1])
+    if skipped is None and bad:
+        raise bad_files_error(bad, f"training images in {cfg.root}")
     paths = [i.path for i in infos]
     if cfg.root == "bundled":
         # The bundled set has a few small images (microaneurysms is 102x102): leave out those
@@ -221,14 +245,19 @@ class TrainCrops(Dataset):
             raise ValueError(
                 f"data.crop_size={crop_size} must be divisible by the task factor {mult}"
             )
+        small = []
         for i in indices:
             it = source.items[i]
             info = probe_image(it.target)
             if info.height < crop_size or info.width < crop_size:
-                raise ImageError(
+                small.append((Path(it.target), (
                     f"{it.target}: image is {info.width}x{info.height}, smaller than "
                     f"data.crop_size={crop_size}"
-                )
+                )))  # fmt: skip
+        if len(small) == 1:
+            raise ImageError(small[0][1])
+        if small:
+            raise bad_files_error(small, "training images")
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -113,6 +113,19 @@ def probe_image(src: Source, max_pixels: int | None = None) -> ImageInfo:
     )
 
 
+MAX_LISTED = 20  # bad files named in one error; the count says how many more
+
+
+def bad_files_error(bad: list[tuple[Path, str]], what: str) -> ImageError:
+    """One error naming every bad file (up to :data:`MAX_LISTED`), so a folder with seven bad
+    images is fixed in one pass, not seven. Each reason already names its file."""
+    lines = [f"{len(bad)} bad {what} (fix or remove each, then rerun):"]
+    lines += [f"  {reason}" for _, reason in bad[:MAX_LISTED]]
+    if len(bad) > MAX_LISTED:
+        lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
+    return ImageError("\n".join(lines))
+
+
 def probe_images(
     paths: list[Path], skipped: list[tuple[Path, str]] | None = None
 ) -> list[ImageInfo]:

@@ -8,13 +8,41 @@ TensorBoard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+
+from condiff.files import why
+
+
+class LogWriteError(RuntimeError):
+    """A run's logs (TensorBoard, ``metrics.jsonl``) could not be written: a full disk, most
+    often. The run stops; its checkpoints so far are whole."""
+
+
+def _quiet_tensorboard_thread() -> None:
+    """TensorBoard writes from a thread of its own, which prints a traceback when the disk
+    fills; the main thread gets the same error on its next write and says it in one line."""
+    if getattr(threading.excepthook, "_condiff", False):
+        return
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook._condiff = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _duration(seconds: float) -> str:
@@ -53,11 +81,14 @@ class RunLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.total, self.batch_size = total, batch_size
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
-        jsonl = run_dir / "metrics.jsonl"
-        if jsonl.is_file():  # a resumed run replays the steps after its checkpoint: drop them
-            _drop_after(jsonl, start_step)
-        self.jsonl = jsonl.open("a")
+        self.run_dir, self.last_step, self.failed = run_dir, start_step, False
+        _quiet_tensorboard_thread()
+        with self._writing():
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
+            jsonl = run_dir / "metrics.jsonl"
+            if jsonl.is_file():  # a resumed run replays the steps after its checkpoint: drop them
+                _drop_after(jsonl, start_step)
+            self.jsonl = jsonl.open("a")
         self.pbar = None
         if progress and sys.stdout.isatty():
             from tqdm.auto import tqdm
@@ -66,9 +97,24 @@ class RunLog:
                 total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True
             )
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write of the logs stops the run with one line saying where and why."""
+        try:
+            yield
+        except OSError as e:
+            self.failed = True
+            raise LogWriteError(
+                f"cannot write the run's logs in {self.run_dir} ({why(e)}); training stopped "
+                f"after step {self.last_step}. The checkpoints already written are whole: free "
+                "space, then rerun with --resume auto"
+            ) from None
+
     def _record(self, rec: dict[str, Any]) -> None:
-        self.jsonl.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
-        self.jsonl.flush()
+        self.last_step = max(self.last_step, int(rec.get("step", 0)))
+        with self._writing():
+            self.jsonl.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
+            self.jsonl.flush()
 
     def _line(self, text: str) -> None:
         if self.pbar is None:
@@ -94,13 +140,14 @@ class RunLog:
         """One log window's means; ``terms``: a stage's loss terms at the window's last step."""
         w = self.writer
         terms = terms or {}
-        for k, v in terms.items():
-            w.add_scalar(f"train/{k}", v, step)
-        w.add_scalar("train/loss", loss, step)
-        w.add_scalar("train/lr", lr, step)
-        w.add_scalar("train/grad_norm", grad_norm, step)
-        w.add_scalar("train/img_per_s", img_s, step)
-        w.add_scalar("train/skipped_steps", skipped, step)
+        with self._writing():
+            for k, v in terms.items():
+                w.add_scalar(f"train/{k}", v, step)
+            w.add_scalar("train/loss", loss, step)
+            w.add_scalar("train/lr", lr, step)
+            w.add_scalar("train/grad_norm", grad_norm, step)
+            w.add_scalar("train/img_per_s", img_s, step)
+            w.add_scalar("train/skipped_steps", skipped, step)
         self._record(
             {
                 "kind": "train",
@@ -125,7 +172,8 @@ class RunLog:
         )
 
     def skipped(self, step: int, skipped: int) -> None:
-        self.writer.add_scalar("train/skipped_steps", skipped, step)
+        with self._writing():
+            self.writer.add_scalar("train/skipped_steps", skipped, step)
 
     def validation(
         self,
@@ -134,10 +182,11 @@ class RunLog:
         grid: Tensor | None,
         columns: str = "cond|mean|sample|target",
     ) -> None:
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"val/{k}", v, step)
-        if grid is not None:
-            self.writer.add_image(f"val/{columns}", grid, step)
+        with self._writing():
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"val/{k}", v, step)
+            if grid is not None:
+                self.writer.add_image(f"val/{columns}", grid, step)
         self._record({"kind": "val", "step": step, **metrics})
         parts = [f"{k} {v:.4f}" if "ssim" in k else f"{k} {v:.2f}" for k, v in metrics.items()]
         self._line(f"validation at step {step}: " + "  ".join(parts))
@@ -148,6 +197,13 @@ class RunLog:
     def close(self) -> None:
         if self.pbar is not None:
             self.pbar.close()
-        self.writer.flush()
-        self.writer.close()
-        self.jsonl.close()
+        if self.failed:  # already said; closing may only fail again
+            with contextlib.suppress(OSError):
+                self.writer.close()
+            with contextlib.suppress(OSError):
+                self.jsonl.close()
+            return
+        with self._writing():
+            self.writer.flush()
+            self.writer.close()
+            self.jsonl.close()

@@ -1,0 +1,39 @@
+"""Writing files so that a failure (a full disk, a signal) never leaves a half-written one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An OSError (or a library's wrapper of one) that says the disk or quota is full."""
+    return getattr(e, "errno", None) in FULL or "No space left" in str(e)
+
+
+def why(e: BaseException) -> str:
+    """A short reason for an error while writing: "the disk is full", or the error's own text."""
+    if is_disk_full(e):
+        return "the disk is full"
+    return getattr(e, "strerror", None) or str(e)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` beside ``path`` and rename it in: the file is whole or as it was before.
+    Raises OSError (the temporary file removed) if the write fails."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
