@@ -7,9 +7,9 @@ what was expected, so a bad YAML or command-line override fails before any work 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
-import json
 import math
 import types
 import typing
@@ -407,13 +407,15 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
     unknown = set(d) - known
     if unknown:
         raise ConfigError(
-            f"unknown config field(s) {sorted(prefix + k for k in unknown)}; "
+            f"unknown config field(s) {sorted(prefix + str(k) for k in unknown)}; "
             f"valid fields here: {sorted(known)}"
         )
     kwargs: dict[str, Any] = {}
     if cls is ModelConfig and d.get("preset"):
         from condiff.nn.presets import preset_kwargs
 
+        if not isinstance(d["preset"], str):
+            raise ConfigError(f"{prefix}preset must be a preset name, got {d['preset']!r}")
         try:
             kwargs.update(preset_kwargs(d["preset"]))
         except ValueError as e:
@@ -438,7 +440,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}:{where} not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return RunConfig.from_dict(apply_overrides(raw, overrides or []))
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig.from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -448,13 +454,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     out every model field, which would otherwise override the preset); ``model.*`` overrides
     after it still apply.
     """
-    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    raw = copy.deepcopy(raw)  # YAML may hold dates, bytes or aliases: not JSON
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.field=value")
         key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({problem})"
+            ) from None
         if key.strip() == "model.preset":
-            raw["model"] = {"preset": yaml.safe_load(value)}
+            raw["model"] = {"preset": parsed}
             continue
         parts = key.strip().split(".")
         node = raw
@@ -462,7 +475,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = parsed
     return raw
 
 

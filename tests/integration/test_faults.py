@@ -160,9 +160,12 @@ def small_disk(path: Path, size: str) -> Path:
     import subprocess
 
     path.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    ).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     return path
 
@@ -243,3 +246,16 @@ def test_logs_on_a_full_disk_stop_the_run_in_one_line(tmp_path):
         import subprocess
 
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_the_mean_on_a_large_image_shows_tile_progress_under_its_own_name(tiny_run, capsys):
+    from condiff import load
+
+    pipe = load(tiny_run, device="cpu")
+    side = pipe.window * 3  # tiled: several chunks of tiles in the one call
+    pipe(torch.zeros(1, pipe.cond_channels, side, side), estimate="mean", progress=True)
+    err = capsys.readouterr().err
+    assert "mean" in err and "tile" in err and "ddim" not in err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    total = last.split("/")[1].split()[0]
+    assert f"{total}/{total}" in last and int(total) > 1  # counted in tiles, to the end

@@ -62,6 +62,8 @@ def server(tiny_run):
 
 
 def post(url: str, data: bytes, name: str = "x.png", **fields) -> httpx.Response:
+    """A request as `condiff sample` runs by default (a sample, no upscale) unless asked."""
+    fields = {"estimate": "sample", "upscale": 1, **fields}
     return httpx.post(
         f"{url}/v1/translate",
         files={"image": (name, data, "application/octet-stream")},
@@ -82,7 +84,7 @@ def test_api_answers_and_equals_the_cli(server, tiny_run, images):
     r = httpx.post(
         f"{server}/v1/translate?seed=5",
         files={"image": ("a.png", images[0].read_bytes(), "image/png")},
-        data={"steps": "3"},
+        data={"steps": "3", "estimate": "sample", "upscale": "1"},
         headers=AUTH,
         timeout=120,
     )
@@ -192,7 +194,7 @@ def _slow_request_steps(url: str, data: bytes, seconds: float) -> int:
         r = httpx.post(
             f"{url}/v1/translate",
             files={"image": ("a.png", data)},
-            data={"steps": "10", "num_samples": "8"},
+            data={"steps": "10", "num_samples": "8", "estimate": "sample", "upscale": "1"},
             timeout=120,
         )
         assert r.status_code == 200, r.text
@@ -207,7 +209,13 @@ def _fire(url: str, data: bytes, steps: int, n: int, got: dict, timeout: float =
             got[i] = httpx.post(
                 f"{url}/v1/translate",
                 files={"image": ("a.png", data)},
-                data={"steps": str(steps), "num_samples": "8", "seed": str(i)},
+                data={
+                    "steps": str(steps),
+                    "num_samples": "8",
+                    "seed": str(i),
+                    "upscale": "1",
+                    "estimate": "sample",
+                },
                 timeout=timeout,
             )
         except httpx.HTTPError as e:
@@ -291,14 +299,19 @@ def test_abandoned_requests_are_cancelled(tiny_run):
             httpx.post(
                 f"{url}/v1/translate",
                 files={"image": ("a.png", data)},
-                data={"steps": str(steps), "num_samples": "8"},
+                data={
+                    "steps": str(steps),
+                    "num_samples": "8",
+                    "estimate": "sample",
+                    "upscale": "1",
+                },
                 timeout=1.5,
             )
         t0 = time.perf_counter()
         r = httpx.post(
             f"{url}/v1/translate",
             files={"image": ("b.png", data)},
-            data={"estimate": "mean"},
+            data={"estimate": "mean", "upscale": "1"},
             timeout=60,
         )
         assert r.status_code == 200
@@ -307,7 +320,7 @@ def test_abandoned_requests_are_cancelled(tiny_run):
         j = httpx.post(
             f"{url}/v1/jobs",
             files={"image": ("a.png", data)},
-            data={"steps": str(steps), "num_samples": "8"},
+            data={"steps": str(steps), "num_samples": "8", "estimate": "sample", "upscale": "1"},
         ).json()
         _wait_depth(url, 1)
         assert httpx.delete(f"{url}/v1/jobs/{j['id']}").json()["state"] == "cancelled"

@@ -396,5 +396,7 @@ def test_nan_weights_are_never_checkpointed_nor_sampled_into_a_black_image(tiny_
     Image.new("L", (20, 20), 128).save(img)
     p = run_cli("sample", "--checkpoint", str(ck), "--input", str(img), "--output",
                 str(tmp_path / "out"), "--steps", "2", "--no-progress", check=False)  # fmt: skip
-    assert p.returncode == 2 and "NaN/Inf values; nothing written" in p.stderr
+    assert (
+        p.returncode == 2 and "NaN/Inf values; nothing written" in p.stderr and "in.png" in p.stderr
+    )
     assert not list((tmp_path / "out").glob("*.png"))  # (a missing folder globs to nothing)

@@ -161,7 +161,8 @@ async def _fire(
                 r = await client.post(
                     f"{url}/v1/translate",
                     files={"image": (img.name, data[img], "image/png")},
-                    data={**fields, "seed": str(seed)},
+                    # as `condiff sample` runs by default, whose outputs it is checked against
+                    data={"estimate": "sample", "upscale": "1", **fields, "seed": str(seed)},
                 )
                 return r.status_code, r.content, time.perf_counter() - t0
 

@@ -28,6 +28,12 @@ def _why(e: Exception) -> str:
     return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", str(e))
 
 
+def _kind(e: Exception) -> str:
+    """The reason a decoder gave, with its type where that is not an OSError/ValueError."""
+    text = _why(e) or "no detail"
+    return text if isinstance(e, OSError | ValueError) else f"{type(e).__name__}: {text}"
+
+
 class ImageError(ValueError):
     """An image file cannot be used; the message names the file and what was expected."""
 
@@ -62,11 +68,15 @@ Source = str | Path | bytes  # a file, or an image file's bytes (an upload)
 def _source(src: Source) -> tuple[Any, bool, str]:
     """(what Pillow / tifffile open, is it TIFF, the name errors use)."""
     if isinstance(src, bytes):
+        if not src:
+            raise ImageError("the uploaded image is empty (0 bytes); send a PNG, JPEG or TIFF file")
         tiff = src[:4] in (b"II*\x00", b"MM\x00*")
         return io.BytesIO(src), tiff, "the uploaded image"
     path = Path(src)
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
     return path, _is_tiff(path), str(path)
 
 
@@ -100,8 +110,12 @@ def probe_image(src: Source, max_pixels: int | None = None) -> ImageInfo:
         raise
     except Image.DecompressionBombError as e:  # Pillow's own limit, before ours
         raise ImageTooLarge(f"{name}: {_why(e)}") from None
-    except (UnidentifiedImageError, OSError, ValueError, IndexError) as e:
-        raise ImageError(f"{name}: unreadable or corrupt image ({_why(e)})") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{name}: unreadable or corrupt image (not a PNG, JPEG, TIFF or BMP file)"
+        ) from None
+    except Exception as e:  # decoders raise many types on hostile bytes (struct.error, ...)
+        raise ImageError(f"{name}: unreadable or corrupt image ({_kind(e)})") from None
     if max_pixels is not None and h * w > max_pixels:
         raise ImageTooLarge(
             f"{name}: {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}"
@@ -160,8 +174,8 @@ def read_image(src: Source, color: str | None = None) -> tuple[np.ndarray, int]:
                 if im.mode in ("P", "RGBA", "LA", "CMYK", "YCbCr"):
                     im = im.convert("RGB" if im.mode != "LA" else "L")
                 arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: unreadable or corrupt image ({_why(e)})") from None
+    except Exception as e:  # decoders raise many types on hostile bytes (struct.error, ...)
+        raise ImageError(f"{name}: unreadable or corrupt image ({_kind(e)})") from None
     if arr.dtype == np.uint8:
         x, depth = arr.astype(np.float32) / 255.0, 8
     elif arr.dtype in (np.uint16, np.int32, np.uint32):

@@ -69,7 +69,9 @@ def spaced_timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") 
     if spacing == "leading":
         ts = (np.arange(0, steps) * (t_max // steps))[::-1]
     elif spacing == "trailing":
-        ts = np.round(np.arange(t_max, 0, -t_max / steps)) - 1
+        # diffusers' rule, cut to ``steps`` values: for 62 step counts (61, 103, 121, ...) the
+        # float arange has one more, ~0, which became t = -1 (a network call off the chain)
+        ts = np.round(np.arange(t_max, 0, -t_max / steps))[:steps] - 1
     elif spacing == "linspace":
         ts = np.linspace(0, t_max - 1, steps).round()[::-1]
     else:

@@ -11,15 +11,23 @@ from condiff.data.io import write_image
 STD_SCALE = 4.0  # the std map image shows 4 x std (std 0.25 of the [0, 1] range -> white)
 
 
+class NonFiniteOutput(ValueError):
+    """The model's output holds NaN or Inf: refused, never written or returned as an image."""
+
+
+def refuse_nonfinite(bad: int, where: str = "") -> None:
+    """Raise :class:`NonFiniteOutput` if ``bad`` (the count of NaN/Inf values) is not 0."""
+    if bad:
+        raise NonFiniteOutput(
+            f"{where}the model's output has {bad} NaN/Inf values; nothing written or returned "
+            "for it (the checkpoint's weights may be damaged)"
+        )
+
+
 def write_samples(out: Path, src: Path, samples: np.ndarray, bit_depth: int) -> list[Path]:
     """``samples`` (K, C, H, W) in [-1, 1]. K=1: ``<name>.png``; K>1 adds samples, mean, std.
     Output with NaN or Inf is refused (ValueError), never written as a black image."""
-    bad = int(np.size(samples) - np.isfinite(samples).sum())
-    if bad:
-        raise ValueError(
-            f"{src}: the model's output has {bad} NaN/Inf values; nothing written for it (the "
-            "checkpoint's weights may be damaged)"
-        )
+    refuse_nonfinite(int(np.size(samples) - np.isfinite(samples).sum()), f"{src}: ")
     ext = ".tif" if bit_depth == 16 else ".png"
     arr = ((np.clip(samples.astype(np.float32), -1, 1) + 1) / 2).transpose(0, 2, 3, 1)  # K,H,W,C
     paths = [write_image(out / f"{src.stem}{ext}", arr[0], bit_depth)]

@@ -15,7 +15,8 @@ from condiff.diffusion.denoiser import randn
 from condiff.diffusion.objectives import batched_condition, decode_target
 from condiff.diffusion.samplers import ESTIMATES, estimate_plan, get_sampler, network_calls
 from condiff.infer.graphs import DETERMINISTIC, GraphedSampler
-from condiff.infer.progress import Callback, Counted, Progress
+from condiff.infer.outputs import refuse_nonfinite
+from condiff.infer.progress import Bar, Callback, Counted, Progress, chain
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 from condiff.nn import ConditionalUNet
 from condiff.nn.compiled import compile_module
@@ -83,7 +84,9 @@ class Pipeline:
     ) -> Tensor:
         d = self.cfg.diffusion
         out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)
-        out = out[:, :, :h, :w].clamp(-1, 1)
+        out = out[:, :, :h, :w]
+        refuse_nonfinite(int(out.numel() - torch.isfinite(out).sum()))  # never a black image
+        out = out.clamp(-1, 1)
         if k == 1:
             return out
         out = out.view(b, k, *out.shape[1:])
@@ -193,38 +196,49 @@ class Pipeline:
         else:
             x_T = noise.to(self.device, torch.float32)
         calls = network_calls(sampler, steps)
-        key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta, estimate)
-        if key is not None and (key in self._graphed or self._calls[key] >= 2):
+        bar = None
+        if progress:
+            label = estimate  # one call: "mean" or "perceptual", never "ddim 0/1"
+            if calls > 1:
+                label = f"{'mean of samples' if mean else 'sample'}: {sampler} {steps} steps"
+            bar = Bar(label, calls)
+            callback = chain(bar, callback)
+        try:
+            key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta, estimate)
+            if key is not None and (key in self._graphed or self._calls[key] >= 2):
+                if callback is not None:
+                    callback(Progress(0, calls))
+                out = self._graphed_run(key, net, cond_k, x_T, sampler, steps, spacing)
+                if callback is not None:
+                    callback(Progress(calls, calls))
+                return self._finish(out, cond_k, b, num_samples, h, w, mean)
             if callback is not None:
-                callback(Progress(0, calls))
-            out = self._graphed_run(key, net, cond_k, x_T, sampler, steps, spacing)
-            if callback is not None:
-                callback(Progress(calls, calls))
-            return self._finish(out, cond_k, b, num_samples, h, w, mean)
-        if callback is not None:
-            net = Counted(net, calls, callback)
-        timesteps = self.schedule.timesteps(steps, spacing)
-        denoise = make_denoiser(
-            net,
-            cond_k,
-            self.schedule,
-            objective=self.cfg.diffusion.objective,
-            clip=sc.clip,
-            clip_value=self.cfg.diffusion.target_scale,
-            dynamic_threshold_percentile=sc.dynamic_threshold,
-            dtype=torch.float32,
-        )
-        with autocast_ctx(self.dtype, self.device):
-            out = fn(
-                denoise,
-                x_T,
+                net = Counted(net, calls, callback)
+            timesteps = self.schedule.timesteps(steps, spacing)
+            denoise = make_denoiser(
+                net,
+                cond_k,
                 self.schedule,
-                timesteps,
-                generator=generator,
-                progress=progress,
-                eta=eta,  # None: the sampler's own default
+                objective=self.cfg.diffusion.objective,
+                clip=sc.clip,
+                clip_value=self.cfg.diffusion.target_scale,
+                dynamic_threshold_percentile=sc.dynamic_threshold,
+                dtype=torch.float32,
             )
-        return self._finish(out, cond_k, b, num_samples, h, w, mean)
+            with autocast_ctx(self.dtype, self.device):
+                out = fn(
+                    denoise,
+                    x_T,
+                    self.schedule,
+                    timesteps,
+                    generator=generator,
+                    progress=False,  # the bar below counts calls and tiles
+                    eta=eta,  # None: the sampler's own default
+                )
+            return self._finish(out, cond_k, b, num_samples, h, w, mean)
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def load(

@@ -52,3 +52,40 @@ class Counted:
         self.progress.tile = 0
         self.callback(self.progress)
         return self.net(x, t)
+
+
+class Bar:
+    """A progress bar over a run's network calls and, on a tiled image, their tiles (a mean on
+    a 6000 x 6000 image is one call of hundreds of tiles: the bar moves per chunk of tiles).
+    Used as a :data:`Callback`; ``label`` names the estimate ("mean", "sample: ddpm 50 steps")."""
+
+    def __init__(self, label: str, calls: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=calls, desc=label, unit="call", dynamic_ncols=True)
+
+    def __call__(self, p: Progress) -> None:
+        if p.tiles > 1 and self.bar.total != p.calls * p.tiles:
+            self.bar.total, self.bar.unit = p.calls * p.tiles, "tile"
+        done = max(0, p.call - 1) * p.tiles + p.tile
+        if done != self.bar.n:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.n = self.bar.total
+        self.bar.refresh()
+        self.bar.close()
+
+
+def chain(*callbacks: Callback | None) -> Callback | None:
+    """One callback calling each given one in turn (None where none is given)."""
+    given = [c for c in callbacks if c is not None]
+    if len(given) < 2:
+        return given[0] if given else None
+
+    def both(p: Progress) -> None:
+        for c in given:
+            c(p)
+
+    return both

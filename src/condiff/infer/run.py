@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from condiff.data.io import ImageError, list_images, probe_images, read_image
-from condiff.infer.outputs import write_samples
+from condiff.infer.outputs import NonFiniteOutput, write_samples
 
 if TYPE_CHECKING:
     import torch
@@ -97,7 +97,10 @@ def sample_files(
     for bi, batch in enumerate(same_size_batches(infos, batch_size)):
         conds, good = read_conditions(batch, color, upscale, strict, skipped)
         if conds:
-            res = engine(np.stack(conds).astype(np.float32), bi)
+            try:
+                res = engine(np.stack(conds).astype(np.float32), bi)
+            except NonFiniteOutput as e:  # name the files of the batch
+                raise NonFiniteOutput(f"{', '.join(map(str, good))}: {e}") from None
             for p, samples in zip(good, res, strict=True):
                 written += write_samples(out, p, samples, infos[p].bit_depth)
             done += len(good)

@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 from condiff.data.io import ImageError, ImageTooLarge
+from condiff.infer.outputs import NonFiniteOutput
 from condiff.infer.progress import Cancelled
 from condiff.serve.batching import MicroBatcher
 from condiff.serve.engine import Job, OptionError, Translator, parse_options
@@ -180,8 +181,47 @@ async def _read_job(request: Request, srv: Server) -> Job | JSONResponse:
         return _error(422, str(e))
 
 
+def upload_schema(srv: Server, accepted: str) -> dict:
+    """The OpenAPI description of an upload (the handlers parse the multipart body themselves,
+    so FastAPI cannot infer it): the image and every option with this server's limits. Clients
+    and fuzzers (schemathesis in the tests) read it from ``/openapi.json``."""
+    from condiff.diffusion.samplers import SAMPLERS
+    from condiff.serve.engine import ESTIMATES
+
+    lim, d = srv.translator.limits, srv.translator.defaults
+
+    def integer(lo: int, hi: int, default: int) -> dict:
+        return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
+
+    options = {
+        "estimate": {"type": "string", "enum": list(ESTIMATES), "default": d.estimate},
+        "sampler": {"type": "string", "enum": sorted(SAMPLERS), "default": d.sampler},
+        "steps": integer(1, lim.max_steps, d.steps),
+        "seed": integer(0, 2**63 - 1, d.seed),
+        "num_samples": integer(1, lim.max_samples, d.num_samples),
+        "upscale": integer(1, lim.max_upscale, d.upscale),
+        "format": {"type": "string", "enum": ["image", "json"], "default": d.format},
+    }
+    body = {"type": "object", "required": ["image"],
+            "properties": {"image": {"type": "string", "format": "binary"}, **options}}  # fmt: skip
+    err = {"description": "refused: `detail` says why"}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": body}}},
+        "responses": {
+            accepted: {"description": "the estimate (an image, or JSON with `format=json`)"},
+            "400": err,
+            "401": err,
+            "413": err,
+            "422": err,
+            "499": err,
+            "500": {"description": "the model's output held NaN/Inf (damaged weights)"},
+            "503": {"description": "the server is draining; retry after `Retry-After`"},
+        },
+    }
+
+
 def _translate(app: Any, srv: Server) -> None:
-    @app.post("/v1/translate")
+    @app.post("/v1/translate", openapi_extra=upload_schema(srv, "200"))
     async def translate(request: Request) -> Response:
         t0 = time.perf_counter()
         job = await _read_job(request, srv)
@@ -204,7 +244,7 @@ def _translate(app: Any, srv: Server) -> None:
 
 
 def _jobs(app: Any, srv: Server) -> None:
-    @app.post("/v1/jobs", status_code=202)
+    @app.post("/v1/jobs", status_code=202, openapi_extra=upload_schema(srv, "202"))
     async def create(request: Request) -> Response:
         job = await _read_job(request, srv)
         if isinstance(job, Response):
@@ -241,6 +281,8 @@ def _stopped(fut: asyncio.Future, job: Job) -> Response | None:
     exc = fut.exception()
     if exc is None:
         return None
+    if isinstance(exc, NonFiniteOutput):  # the model's fault, said plainly; no black image
+        return _error(500, str(exc))
     if isinstance(exc, Cancelled) or job.stop:
         if job.stop == "cut":
             return JSONResponse(

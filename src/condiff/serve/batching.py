@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,37 +63,62 @@ class MicroBatcher:
     async def _next(self, timeout: float | None) -> Item | None:
         if self.pending:
             return self.pending.popleft()
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+        return await self._get(timeout)
+
+    async def _get(self, timeout: float | None) -> Item | None:
+        """``queue.get()`` with a timeout that never loses an item: ``asyncio.wait_for`` in
+        Python 3.11 can drop one that arrives just as the timeout fires (its request would
+        then wait forever; found by fuzzing the server)."""
+        if timeout is None:
+            return await self.queue.get()
+        task = asyncio.ensure_future(self.queue.get())
+        done, _ = await asyncio.wait({task}, timeout=max(timeout, 0.0))
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+        return None if task.cancelled() else task.result()
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
+        """The worker loop. It must never die: a dead worker would leave every later request
+        waiting forever. A failure outside a batch's run fails that batch, is logged, and the
+        loop goes on."""
         while True:
-            first = await self._next(None)
-            assert first is not None
-            batch = [first]
-            key = first[0].key
-            # jobs already waiting with the same key join at once; then wait a little for more
-            for item in list(self.pending):
-                if len(batch) < self.max_batch and item[0].key == key:
-                    self.pending.remove(item)
-                    batch.append(item)
-            deadline = loop.time() + self.wait_s
-            while len(batch) < self.max_batch:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), left)
-                except TimeoutError:
-                    break
-                (batch if item[0].key == key else self.pending).append(item)
-            batch = self._drop_stopped(batch)
-            if not batch:
-                continue
-            await self._run(loop, batch)
+            batch: list[Item] = []
+            try:
+                await self._one(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # pragma: no cover - a bug; logged, the server goes on
+                logging.getLogger("uvicorn.error").exception("condiff: batch worker error")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+    async def _one(self, batch: list[Item]) -> None:
+        """Gather one batch (into ``batch``, so the loop can fail it) and run it."""
+        loop = asyncio.get_running_loop()
+        first = await self._next(None)
+        assert first is not None
+        batch.append(first)
+        key = first[0].key
+        # jobs already waiting with the same key join at once; then wait a little for more
+        for item in list(self.pending):
+            if len(batch) < self.max_batch and item[0].key == key:
+                self.pending.remove(item)
+                batch.append(item)
+        deadline = loop.time() + self.wait_s
+        while len(batch) < self.max_batch:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            item = await self._get(left)
+            if item is None:
+                break
+            (batch if item[0].key == key else self.pending).append(item)
+        batch[:] = self._drop_stopped(batch)
+        if not batch:
+            return
+        await self._run(loop, batch)
 
     def _drop_stopped(self, batch: list[Item]) -> list[Item]:
         """Jobs whose clients went away (or that a drain cut) never reach the network."""

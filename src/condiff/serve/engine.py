@@ -16,7 +16,7 @@ import numpy as np
 from condiff.data.io import encode_image, probe_image, read_image
 from condiff.diffusion.samplers import SAMPLERS
 from condiff.infer.graphs import DETERMINISTIC
-from condiff.infer.outputs import STD_SCALE
+from condiff.infer.outputs import STD_SCALE, refuse_nonfinite
 from condiff.infer.progress import Cancelled, Progress
 from condiff.infer.run import resize_bicubic_np
 
@@ -88,7 +88,9 @@ def parse_options(raw: dict[str, str], defaults: Options, limits: Limits) -> Opt
     )
 
 
-@dataclass
+# Jobs compare by identity: field equality compares their arrays and raises, as deque.remove()
+# in the batcher did once two jobs waited (found by fuzzing: the worker died, the server hung).
+@dataclass(eq=False)
 class Job:
     cond: np.ndarray  # (C, H, W) in [-1, 1]
     bit_depth: int
@@ -197,7 +199,14 @@ class Translator:
             )
         self.color = "gray" if self.cond_channels == 1 else "rgb"
         sc = self.cfg.sample
-        self.defaults = Options(sampler=sc.sampler, steps=min(sc.steps, self.limits.max_steps))
+        # the page's defaults: the fast, faithful mean, at the model's own upscale (a 4x SR
+        # model's uploads are low-resolution); /v1/model lists them
+        self.defaults = Options(
+            estimate="mean",
+            sampler=sc.sampler,
+            steps=min(sc.steps, self.limits.max_steps),
+            upscale=self.default_upscale(),
+        )
         # the estimates this model gives (a perceptual stage adds "perceptual")
         self.estimates: tuple[str, ...] = getattr(self.pipe, "estimates", ("sample", "mean"))
 
@@ -279,7 +288,9 @@ class Translator:
 
     def _call(self, conds: np.ndarray, noise: list, **opts: Any) -> np.ndarray:
         if not self.torch:
-            return self.pipe(conds, noise=np.concatenate(noise), **opts)
+            out = self.pipe(conds, noise=np.concatenate(noise), **opts)
+            refuse_nonfinite(int(np.size(out) - np.isfinite(out).sum()))
+            return out
         import torch
 
         with torch.inference_mode():
