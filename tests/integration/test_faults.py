@@ -259,3 +259,37 @@ def test_the_mean_on_a_large_image_shows_tile_progress_under_its_own_name(tiny_r
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     total = last.split("/")[1].split()[0]
     assert f"{total}/{total}" in last and int(total) > 1  # counted in tiles, to the end
+
+
+def test_two_signals_during_saves_leave_a_run_that_resumes_whole(tmp_path):
+    """A second Ctrl-C lands while checkpoints are being written (one after every step, so a
+    save is in progress much of the time): the run exits at once (130); whatever it left, the
+    next `--resume auto` removes the temporary folder and continues from a whole checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import write_yaml
+
+    run = tmp_path / "run"
+    cfg = tiny_config(run, train={"steps": 100000, "ckpt_every": 1, "keep_last": 3})
+    yml = write_yaml(tmp_path / "c.yaml", cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "condiff.cli", "train", "--config", str(yml),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 300
+    while len(ckpt.list_checkpoints(run / "checkpoints")) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode in (75, 130)  # saved and stopped, or the second signal's exit
+    kept = ckpt.list_checkpoints(run / "checkpoints")
+    step = int(kept[-1].name.split("_")[1])
+    p = run_cli("train", "--config", str(yml), "--no-progress", "--resume", "auto",
+                f"train.steps={step + 1}")  # fmt: skip
+    assert f"resumed from {kept[-1]} at step {step}" in p.stdout
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    for c in ckpt.list_checkpoints(run / "checkpoints"):
+        assert ckpt.verify_manifest(c)

@@ -186,6 +186,10 @@ class Translator:
         else:
             raise ValueError(f"unknown engine {engine!r}; expected 'torch' or 'onnxruntime'")
         self.cfg = self.pipe.cfg
+        # a sampler cannot take more steps than the schedule has: refused (422), never a 500
+        t_max = self.cfg.diffusion.num_timesteps
+        if self.limits.max_steps > t_max:
+            self.limits = replace(self.limits, max_steps=t_max)
         # Pad each batch to a power of two where sampling replays CUDA graphs: one graph per
         # (shape, batch size), so at most log2(max batch) + 1 captures per image shape instead of
         # one per batch size seen (each first seen twice eagerly, then captured).
