@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from condiff._lazy import lazy_exports
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 _MEMBERS = {
     "ConditionalUNet": "condiff.nn",
     "NoiseSchedule": "condiff.diffusion.schedule",

@@ -60,7 +60,7 @@ def _version() -> str:
     try:
         return version("condiff")
     except PackageNotFoundError:  # run from a source tree (PYTHONPATH=src)
-        return "0.2.0"
+        return "0.3.0"
 
 
 def main(argv: list[str] | None = None) -> int:
