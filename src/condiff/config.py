@@ -185,8 +185,21 @@ class DataConfig(Checked):
     """Where images come from. ``kind: paired`` reads cond/ + target/; ``kind: task`` degrades clean images."""
 
     SECTION: ClassVar[str] = "data"
-    kind: Literal["task", "paired"] = "task"
+    kind: Literal["task", "paired", "shards"] = "task"
     root: str = "bundled"  # folder of images; for kind "task", "bundled" = the shipped photographs
+    # kind "shards": `condiff data pack`'s output: its shards.json, or the folder / URL prefix
+    # holding it (a local path, s3://, gs://, https://: any fsspec URL). Clean-image shards are
+    # degraded by data.task as a folder would be; paired shards carry their conditions.
+    shards: str | None = None
+    # remote shards: a dataset of at most this many MB is fetched shard by shard into
+    # shard_cache (default RUN/shard-cache) on first use; a larger one is read image by image
+    shard_cache: str | None = None
+    shard_cache_mb: Annotated[float, NON_NEGATIVE] = 4096.0
+    # decoded images kept per process (each loader worker has its own LRU cache of this size)
+    cache_mb: Annotated[float, NON_NEGATIVE] = 1024.0
+    # the start-up check of a folder: every file's header (all), 1,000 of them (sample), or
+    # none; packed shards were checked when packed
+    check: Literal["all", "sample", "none"] = "all"
     cond_dir: str = "cond"  # paired: sub-folder (of root) with condition images
     target_dir: str = "target"  # paired: sub-folder (of root) with target images
     manifest: str | None = None  # paired: CSV of "cond,target" paths instead of the folders
@@ -316,6 +329,11 @@ class RunConfig:
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
 
     def __post_init__(self) -> None:
+        if self.data.kind == "shards" and not self.data.shards:
+            raise ConfigError(
+                "data.shards is required with data.kind: shards (the shards.json of "
+                "`condiff data pack`, or its folder or URL)"
+            )
         m = self.model.size_multiple
         if self.data.crop_size % m:
             raise ConfigError(

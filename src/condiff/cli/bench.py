@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_work(s)
     _add_cpu_deploy(s)
     _add_serve(s)
+    _add_data(s)
     s.add_argument("--checkpoint", default=None, help="run folder for --cpu-deploy / --serve")
     s.set_defaults(fn=run)
 
@@ -148,7 +149,37 @@ def _add_serve(s: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_data(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("training-loader throughput (--data)")
+    g.add_argument(
+        "--data",
+        default=None,
+        metavar="FOLDER",
+        help="measure the training loader instead: crops/s from FOLDER (clean images), from it "
+        "packed into local shards, and from those shards on a local S3 server (moto)",
+    )
+    g.add_argument("--workers", type=int, nargs="+", default=None,
+                   help="--data: loader worker counts (default 0 and all cores)")  # fmt: skip
+    g.add_argument("--crop", type=int, default=64, help="--data: crop side")
+    g.add_argument("--seconds", type=float, default=10.0, help="--data: timed seconds per row")
+    g.add_argument("--no-s3", action="store_true", help="--data: leave out the S3 rows")
+
+
 def run(a: argparse.Namespace) -> int:
+    if a.data:
+        import os
+
+        from condiff.bench.data_load import run_data_bench
+
+        run_data_bench(
+            a.data,
+            workers=a.workers or sorted({0, os.cpu_count() or 1}),
+            batch=a.batch or 256,
+            crop=a.crop,
+            seconds=a.seconds,
+            s3=not a.no_s3,
+        )
+        return 0
     if a.serve:
         return _serve(a)
     if a.recipe:

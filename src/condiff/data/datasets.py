@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +26,24 @@ from condiff.data.io import (
     read_image,
     to_model,
 )
+from condiff.data.shards import Member, ShardStore, members_of, read_index
 from condiff.data.tasks import Task, make_task
 
 
 @dataclass(frozen=True)
 class Item:
     name: str
-    target: Path
-    cond: Path | None  # None: the condition is made by the task
+    target: Path | Member  # a file, or an image inside a shard
+    cond: Path | Member | None  # None: the condition is made by the task
+    size: tuple[int, int] | None = None  # (height, width) where known without opening the file
 
 
 class ImageSource:
-    """A list of items that load as full-size ``(cond, target)`` tensors in [-1, 1]."""
+    """A list of items that load as full-size ``(cond, target)`` tensors in [-1, 1].
+
+    Decoded images are kept in a per-process LRU cache of at most ``cache_mb`` (each loader
+    worker has its own), so memory stays bounded whatever the dataset's size. Items inside
+    shards are read through ``store`` (:class:`condiff.data.shards.ShardStore`)."""
 
     def __init__(
         self,
@@ -44,29 +52,76 @@ class ImageSource:
         cond_channels: int,
         task: Task | None,
         color: str | None,
+        *,
+        store: ShardStore | None = None,
+        cache_mb: float = 1024.0,
     ) -> None:
         self.items = items
         self.target_channels = target_channels
         self.cond_channels = cond_channels
         self.task = task
         self.color = color
-        self._cache: dict[int, tuple[Tensor | None, Tensor]] = {}
+        self.store = store
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: collections.OrderedDict[int, tuple[Tensor | None, Tensor]] = (
+            collections.OrderedDict()
+        )
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def where(self, i: int) -> str:
+        """The item's file, or its shard and key: what a log line names."""
+        t = self.items[i].target
+        return t.label(i) if isinstance(t, Member) else str(t)
+
+    def _read(self, src: Path | Member, color: str | None) -> Tensor:
+        if isinstance(src, Member):
+            assert self.store is not None
+            try:
+                data = self.store.read(src)
+            except OSError as e:
+                raise ImageError(f"{src.label(0)}: cannot read ({e})") from None
+            return to_model(read_image(data, color)[0])
+        return to_model(read_image(src, color)[0])
+
     def load_raw(self, i: int) -> tuple[Tensor | None, Tensor]:
-        """(cond or None, target) as decoded from disk, cached."""
-        if i not in self._cache:
-            it = self.items[i]
-            target = to_model(read_image(it.target, self.color)[0])
-            cond = to_model(read_image(it.cond, None)[0]) if it.cond is not None else None
-            self._cache[i] = (cond, target)
-        return self._cache[i]
+        """(cond or None, target) as decoded, from the bounded cache where it is there."""
+        hit = self._cache.get(i)
+        if hit is not None:
+            self._cache.move_to_end(i)
+            return hit
+        it = self.items[i]
+        target = self._read(it.target, self.color)
+        cond = self._read(it.cond, None) if it.cond is not None else None
+        pair = (cond, target)
+        size = target.nbytes + (cond.nbytes if cond is not None else 0)
+        if size <= self.cache_bytes:
+            self._cache[i] = pair
+            self._cached_bytes += size
+            while self._cached_bytes > self.cache_bytes:
+                _, (c, t) = self._cache.popitem(last=False)
+                self._cached_bytes -= t.nbytes + (c.nbytes if c is not None else 0)
+        return pair
 
     def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
         assert self.task is not None
         return self.task.degrade(target, rng)
+
+
+CHECK_SAMPLE = 1000  # data.check: sample: how many files the start-up check opens
+
+
+def checked(items: list, how: str) -> list:
+    """The items the start-up check opens: all, a fixed sample of 1,000 (spread by a seeded
+    permutation, so the same every run), or only the first (its channels are needed)."""
+    if how == "all" or len(items) <= 1:
+        return items
+    if how == "none":
+        return items[:1]
+    order = np.random.default_rng(0).permutation(len(items))[:CHECK_SAMPLE]
+    return [items[i] for i in sorted(order)]
 
 
 def paired_source(cfg: DataConfig) -> ImageSource:
@@ -113,7 +168,7 @@ def paired_source(cfg: DataConfig) -> ImageSource:
         raise ImageError(f"no image pairs found under {root}")
     tc = cc = None
     bad: list[tuple[Path, str]] = []
-    for it in items:
+    for it in checked(items, cfg.check):
         try:
             ti, ci = probe_image(it.target), probe_image(it.cond)  # type: ignore[arg-type]
         except ImageError as e:
@@ -135,7 +190,7 @@ def paired_source(cfg: DataConfig) -> ImageSource:
         raise ImageError(bad[0][1])
     if bad:
         raise bad_files_error(bad, f"pairs under {root}")
-    return ImageSource(items, int(tc), int(cc), None, None)  # type: ignore[arg-type]
+    return ImageSource(items, int(tc), int(cc), None, None, cache_mb=cfg.cache_mb)  # type: ignore[arg-type]
 
 
 def task_source(
@@ -151,6 +206,17 @@ def task_source(
     else:
         paths = list_images(cfg.root)
     bad: list[tuple[Path, str]] = [] if skipped is None else skipped
+    if skipped is None and cfg.root != "bundled" and cfg.check != "all":
+        infos = probe_images(checked(paths, cfg.check), bad)
+        bad += _small(infos, cfg.crop_size)
+        if bad:
+            raise bad_files_error(bad, f"training images in {cfg.root} (a sample checked)")
+        task = make_task(cfg.task)
+        tc = task.target_channels(1 if cfg.color == "gray" else 3)
+        return ImageSource(
+            [Item(p.stem, p, None) for p in paths], tc, task.cond_channels(tc), task,
+            "rgb" if tc == 3 else "gray", cache_mb=cfg.cache_mb,
+        )  # fmt: skip
     infos = probe_images(paths, bad)  # corrupt files, each by name
     if skipped is None and cfg.root != "bundled":
         bad += [
@@ -177,11 +243,58 @@ def task_source(
     tc = task.target_channels(color_c)
     color = "rgb" if tc == 3 else "gray"
     return ImageSource(
-        [Item(p.stem, p, None) for p in paths], tc, task.cond_channels(tc), task, color
+        [Item(p.stem, p, None) for p in paths],
+        tc,
+        task.cond_channels(tc),
+        task,
+        color,
+        cache_mb=cfg.cache_mb,
+    )
+
+
+def _hw(info) -> tuple[int, int]:
+    return info.height, info.width
+
+
+def _small(infos: list, crop: int) -> list[tuple[Path, str]]:
+    return [
+        (i.path, f"{i.path}: image is {i.width}x{i.height}, smaller than data.crop_size={crop}")
+        for i in infos
+        if min(i.height, i.width) < crop
+    ]
+
+
+def shard_source(cfg: DataConfig, cache_dir: Path | None = None) -> ImageSource:
+    """``condiff data pack``'s shards (checked when packed: nothing is opened here but the
+    index). Clean-image shards get ``data.task``; paired shards carry their conditions."""
+    index = read_index(str(cfg.shards))
+    items = [Item(n, t, c, size) for n, size, t, c in members_of(index)]
+    small = [
+        (Path(str(i)), f"{index['names'][i]} (shard key {i:09d}): image is {w}x{h}, smaller "
+         f"than data.crop_size={cfg.crop_size}")
+        for i, (_, (h, w), _, _) in enumerate(members_of(index))
+        if min(h, w) < cfg.crop_size
+    ]  # fmt: skip
+    if small:
+        raise bad_files_error(small, f"images in {cfg.shards}")
+    store = ShardStore(index, cfg.shard_cache or cache_dir, cfg.shard_cache_mb)
+    if index["paired"]:
+        tc, cc = int(index["target_channels"]), int(index["cond_channels"])
+        return ImageSource(items, tc, cc, None, None, store=store, cache_mb=cfg.cache_mb)
+    task = make_task(cfg.task)
+    tc = task.target_channels(1 if cfg.color == "gray" else 3)
+    color = "rgb" if tc == 3 else "gray"
+    return ImageSource(
+        items, tc, task.cond_channels(tc), task, color, store=store, cache_mb=cfg.cache_mb
     )
 
 
 def make_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSource:
+    """The training images a config names: a paired folder, clean images + a task, or shards
+    (``bundled_dest``'s parent, the run folder, holds a remote shard cache)."""
+    if cfg.kind == "shards":
+        cache = bundled_dest.parent / "shard-cache" if bundled_dest is not None else None
+        return shard_source(cfg, cache)
     return paired_source(cfg) if cfg.kind == "paired" else task_source(cfg, bundled_dest)
 
 
@@ -237,6 +350,7 @@ class TrainCrops(Dataset):
         flip: bool = True,
         rotate: bool = False,
         seed: int = 0,
+        check: str = "all",
     ) -> None:
         self.source, self.indices, self.crop, self.seed = source, indices, crop_size, seed
         self.flip, self.rotate = flip, rotate
@@ -245,13 +359,16 @@ class TrainCrops(Dataset):
             raise ValueError(
                 f"data.crop_size={crop_size} must be divisible by the task factor {mult}"
             )
+        self.skipped = 0  # bad samples skipped in this process (a loader worker counts its own)
+        if check == "none":
+            return
         small = []
-        for i in indices:
+        for i in checked(indices, check):
             it = source.items[i]
-            info = probe_image(it.target)
-            if info.height < crop_size or info.width < crop_size:
-                small.append((Path(it.target), (
-                    f"{it.target}: image is {info.width}x{info.height}, smaller than "
+            h, w = it.size if it.size is not None else _hw(probe_image(it.target))  # type: ignore[arg-type]
+            if h < crop_size or w < crop_size:
+                small.append((Path(str(it.target)), (
+                    f"{source.where(i)}: image is {w}x{h}, smaller than "
                     f"data.crop_size={crop_size}"
                 )))  # fmt: skip
         if len(small) == 1:
@@ -267,8 +384,23 @@ class TrainCrops(Dataset):
         epoch, pos = divmod(int(g), n)
         perm = np.random.default_rng([self.seed, epoch]).permutation(n)
         rng = np.random.default_rng([self.seed, 1 << 20, int(g)])
-        cond, target = self.source.load_raw(self.indices[int(perm[pos])])
-        _, h, w = target.shape
+        # a sample that cannot be read (a damaged shard, a file gone bad) is skipped for the next
+        # one in the permutation: still a pure function of (seed, g) for the same data
+        for k in range(min(n, 64)):
+            i = self.indices[int(perm[(pos + k) % n])]
+            try:
+                cond, target = self.source.load_raw(i)
+                _, h, w = target.shape
+                if h < self.crop or w < self.crop:
+                    raise ImageError(f"image is {w}x{h}, smaller than data.crop_size={self.crop}")
+                break
+            except ImageError as e:
+                self.skipped += 1
+                why = str(e).replace(str(self.source.where(i)) + ": ", "")
+                print(f"skipped a bad sample: {self.source.where(i)} ({why}); "
+                      f"{self.skipped} skipped in this process", file=sys.stderr, flush=True)  # fmt: skip
+        else:
+            raise ImageError(f"{min(n, 64)} samples in a row could not be read; stopping")
         y, x = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
         cond, target = _crop(cond, target, self.crop, y, x)
         if self.flip:

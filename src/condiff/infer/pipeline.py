@@ -196,13 +196,8 @@ class Pipeline:
         else:
             x_T = noise.to(self.device, torch.float32)
         calls = network_calls(sampler, steps)
-        bar = None
-        if progress:
-            label = estimate  # one call: "mean" or "perceptual", never "ddim 0/1"
-            if calls > 1:
-                label = f"{'mean of samples' if mean else 'sample'}: {sampler} {steps} steps"
-            bar = Bar(label, calls)
-            callback = chain(bar, callback)
+        bar = _bar(estimate, sampler, steps, calls) if progress else None
+        callback = chain(bar, callback)
         try:
             key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta, estimate)
             if key is not None and (key in self._graphed or self._calls[key] >= 2):
@@ -239,6 +234,15 @@ class Pipeline:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def _bar(estimate: str, sampler: str, steps: int, calls: int) -> Bar:
+    """The progress bar of one run, named for what it computes ("mean", "perceptual", or the
+    sampler and its steps: never "ddim 0/1" for a one-call mean)."""
+    label = estimate
+    if calls > 1:
+        label = f"{'mean of samples' if estimate == 'mean' else 'sample'}: {sampler} {steps} steps"
+    return Bar(label, calls)
 
 
 def load(

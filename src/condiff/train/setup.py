@@ -83,7 +83,13 @@ def make_loader(
     every global micro-batch, from ``start_step`` on (exact resume on any number of processes)."""
     dc, tc = cfg.data, cfg.train
     train_set = TrainCrops(
-        source, train_idx, dc.crop_size, flip=dc.flip, rotate=dc.rotate, seed=tc.seed
+        source,
+        train_idx,
+        dc.crop_size,
+        flip=dc.flip,
+        rotate=dc.rotate,
+        seed=tc.seed,
+        check="none" if dc.kind == "shards" else dc.check,  # shards: checked when packed
     )
     return DataLoader(
         train_set,

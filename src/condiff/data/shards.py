@@ -1,0 +1,339 @@
+"""Shards: image pairs packed into WebDataset-convention tar files, read back by index.
+
+``condiff data pack`` writes ``shard-000000.tar, ...`` whose members are ``KEY.target.EXT`` (and
+``KEY.cond.EXT`` for paired data), the original file bytes, in the source's sorted order, plus
+``shards.json``: a `wids` shard index (``shardlist`` of ``url`` + ``nsamples``: other tools read
+the shards as they are) extended with each member's byte offset and size, the counts, sizes and
+channel modes, the SHA-256 of each shard, and the bad files that were left out. Every image is
+decoded once while packing, so training need not check them again.
+
+Reading is random access by sample index, so the training order stays a pure function of
+``(seed, step)`` (exact resume on any number of ranks, the same order as the folder it came
+from). Shards live on a local path or any fsspec URL (``s3://``, ``gs://``, ``https://``). A
+dataset that fits ``cache_mb`` is fetched shard by shard into a local cache on first use; a larger
+one is read member by member with ranged reads (one request per image, nothing kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from condiff.data.io import ImageError, read_image
+
+INDEX = "shards.json"
+FORMAT = "condiff-shards-v1"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One image inside a shard: where its bytes are."""
+
+    shard: int
+    offset: int
+    size: int
+    ext: str  # ".png", ".jpg", ...
+
+    def label(self, key: int) -> str:
+        return f"shard-{self.shard:06d}.tar key {key:09d}"
+
+
+# --- packing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackItem:
+    name: str
+    target: Path
+    cond: Path | None
+
+
+def _check(item: PackItem, color: str | None) -> dict[str, Any]:
+    """Decode every image of a pair once; its channels and size, or why it is bad."""
+    out: dict[str, Any] = {"name": item.name}
+    try:
+        t, depth = read_image(item.target, color)
+        out.update(h=t.shape[0], w=t.shape[1], tc=t.shape[2], depth=depth)
+        if item.cond is not None:
+            c, _ = read_image(item.cond, None)
+            if c.shape[:2] != t.shape[:2]:
+                raise ImageError(
+                    f"size mismatch: target {item.target} is {t.shape[1]}x{t.shape[0]} but "
+                    f"condition {item.cond} is {c.shape[1]}x{c.shape[0]}"
+                )
+            out["cc"] = c.shape[2]
+    except ImageError as e:
+        out["bad"] = str(e)
+    return out
+
+
+def pack(
+    items: list[PackItem],
+    out_dir: str | Path,
+    *,
+    color: str | None = None,
+    shard_mb: float = 256.0,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    source: str = "",
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Decode-check ``items`` in parallel, then write shards of about ``shard_mb`` MB each and
+    ``shards.json`` into ``out_dir``. Bad files are left out and listed in the index (``strict``:
+    refused, all named, before anything is written). Returns the index."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or max(1, (os.cpu_count() or 2) - 1)
+    checked: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(workers) as ex:
+        for i, res in enumerate(ex.map(_check, items, [color] * len(items), chunksize=16)):
+            checked.append(res)
+            if progress is not None:
+                progress(i + 1, len(items))
+    bad = [{"name": c["name"], "why": c["bad"]} for c in checked if "bad" in c]
+    if bad and strict:
+        from condiff.data.io import bad_files_error
+
+        raise bad_files_error([(Path(b["name"]), b["why"]) for b in bad], "images to pack")
+    good = [(it, c) for it, c in zip(items, checked, strict=True) if "bad" not in c]
+    if not good:
+        raise ImageError(f"no usable images to pack ({len(bad)} bad)")
+    modes = {(c["tc"], c.get("cc")) for _, c in good}
+    if len(modes) > 1:
+        raise ImageError(
+            f"mixed channel counts (target, condition): {sorted(modes, key=str)}; pack images "
+            "of one kind together (or pack clean images with --color)"
+        )
+    writer = _ShardWriter(out, int(shard_mb * 2**20))
+    for it, c in good:
+        writer.add(it, c["h"], c["w"])
+    writer.close()
+    shards, names, members = writer.shards, writer.names, writer.members
+    index = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": out.name,
+        "format": FORMAT,
+        "shardlist": shards,
+        "paired": good[0][0].cond is not None,
+        "color": color,
+        "count": len(names),
+        "target_channels": good[0][1]["tc"],
+        "cond_channels": good[0][1].get("cc"),
+        "bit_depths": sorted({c["depth"] for _, c in good}),
+        "min_size": [min(c["h"] for _, c in good), min(c["w"] for _, c in good)],
+        "max_size": [max(c["h"] for _, c in good), max(c["w"] for _, c in good)],
+        "bytes": sum(s["bytes"] for s in shards),
+        "source": source,
+        "bad": bad,
+        "names": names,
+        # per sample: shard, height, width, then (offset, size, ext) of the target and of the
+        # condition
+        "members": members,
+    }
+    tmp = out / f".tmp-{INDEX}"
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, out / INDEX)
+    return index
+
+
+class _ShardWriter:
+    """Tar shards of about ``limit`` bytes: each written to a temporary name, then renamed in
+    with its size and SHA-256 recorded; each member's data offset recorded as it is added."""
+
+    def __init__(self, out: Path, limit: int) -> None:
+        self.out, self.limit = out, limit
+        self.shards: list[dict[str, Any]] = []
+        self.names: list[str] = []
+        self.members: list[list] = []
+        self.tar: tarfile.TarFile | None = None
+        self.tmp: Path | None = None
+        self.count = 0
+
+    def add(self, it: PackItem, h: int, w: int) -> None:
+        files = [("target", it.target)] + ([("cond", it.cond)] if it.cond is not None else [])
+        size = sum(p.stat().st_size + 1024 for _, p in files)
+        if self.tar is not None and self.tar.offset + size > self.limit:
+            self.close()
+        if self.tar is None:
+            fd, name = tempfile.mkstemp(dir=self.out, prefix=".tmp-shard-", suffix=".tar")
+            os.close(fd)
+            self.tmp = Path(name)
+            self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115
+            self.count = 0
+        key = f"{len(self.names):09d}"
+        row: list = [len(self.shards), h, w]
+        for part, path in files:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(f"{key}.{part}{path.suffix.lower()}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            self.tar.addfile(info, io.BytesIO(data))
+            # the data ends where the tar now stands, padded to 512 bytes
+            row += [self.tar.offset - _padded(len(data)), len(data), path.suffix.lower()]
+        self.names.append(it.name)
+        self.members.append(row)
+        self.count += 1
+
+    def close(self) -> None:
+        if self.tar is None or self.tmp is None:
+            return
+        self.tar.close()
+        final = self.out / f"shard-{len(self.shards):06d}.tar"
+        os.chmod(self.tmp, 0o644)  # (mkstemp made it 0600)
+        os.replace(self.tmp, final)
+        self.shards.append({"url": final.name, "nsamples": self.count,
+                            "bytes": final.stat().st_size, "sha256": _sha256(final)})  # fmt: skip
+        self.tar, self.tmp = None, None
+
+
+def _padded(n: int) -> int:
+    return (n + 511) // 512 * 512
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pack_items(root: str | Path, paired: bool, cond_dir: str, target_dir: str) -> list[PackItem]:
+    """The items of a folder the way training lists them: clean images (sorted), or cond/ and
+    target/ matched by name."""
+    from condiff.data.io import list_images
+
+    root = Path(root)
+    if not paired:
+        return [PackItem(p.stem, p, None) for p in list_images(root)]
+    conds = {p.stem: p for p in list_images(root / cond_dir)}
+    targets = {p.stem: p for p in list_images(root / target_dir)}
+    missing = sorted(set(conds) ^ set(targets))
+    if missing:
+        raise ImageError(f"missing pair for: {', '.join(missing[:10])} (cond/ and target/ differ)")
+    return [PackItem(n, targets[n], conds[n]) for n in sorted(targets)]
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def index_url(spec: str) -> str:
+    """``data.shards``: the index itself, or the folder / URL prefix that holds it."""
+    return spec if spec.endswith(".json") else spec.rstrip("/") + "/" + INDEX
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:
+        raise ImageError(
+            f"data.shards={url}: cannot open ({e}); remote storage needs its fsspec backend, "
+            "e.g. pip install 'condiff[s3]' (s3fs) or aiohttp for https://"
+        ) from None
+
+
+def read_index(spec: str) -> dict[str, Any]:
+    url = index_url(spec)
+    fs, path = _fs(url)
+    try:
+        with fs.open(path, "rb") as f:
+            index = json.loads(f.read())
+    except FileNotFoundError:
+        raise ImageError(
+            f"data.shards: no {INDEX} at {url} (pack with `condiff data pack`)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ImageError(f"data.shards: cannot read {url} ({e})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise ImageError(f"{url}: not a condiff shard index (format {FORMAT})")
+    index["_base"] = url.rsplit("/", 1)[0]
+    return index
+
+
+class ShardStore:
+    """Bytes of shard members by index, from a local path or an fsspec URL.
+
+    A dataset of at most ``cache_mb`` is copied shard by shard into ``cache_dir`` on first use
+    (each shard once, checked against its SHA-256); a larger one is read with ranged reads. Made
+    once per process (loader workers open their own connections)."""
+
+    def __init__(
+        self, index: dict[str, Any], cache_dir: str | Path | None, cache_mb: float
+    ) -> None:
+        self.base = index["_base"]
+        self.shards = index["shardlist"]
+        self.whole = index["bytes"] <= cache_mb * 2**20
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._fs: Any = None
+        self._local: dict[int, Path] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # loader workers open their own connections
+        return {**self.__dict__, "_fs": None, "_local": {}}
+
+    def _url(self, shard: int) -> str:
+        return f"{self.base}/{self.shards[shard]['url']}"
+
+    def _filesystem(self) -> Any:
+        if self._fs is None:
+            self._fs, _ = _fs(self.base + "/")
+        return self._fs
+
+    def _is_local(self) -> bool:
+        return "://" not in self.base or self.base.startswith("file://")
+
+    def read(self, m: Member) -> bytes:
+        if self._is_local():
+            with open(self._url(m.shard).removeprefix("file://"), "rb") as f:
+                f.seek(m.offset)
+                return f.read(m.size)
+        if self.whole and self.cache_dir is not None:
+            path = self._cached(m.shard)
+            with path.open("rb") as f:
+                f.seek(m.offset)
+                return f.read(m.size)
+        fs = self._filesystem()
+        _, path = _fs(self._url(m.shard))
+        return fs.cat_file(path, start=m.offset, end=m.offset + m.size)
+
+    def _cached(self, shard: int) -> Path:
+        if shard in self._local:
+            return self._local[shard]
+        entry = self.shards[shard]
+        assert self.cache_dir is not None
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        final = self.cache_dir / f"{entry['sha256'][:16]}-{entry['url']}"
+        if not (final.is_file() and final.stat().st_size == entry["bytes"]):
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-")
+            os.close(fd)
+            fs = self._filesystem()
+            _, path = _fs(self._url(shard))
+            fs.get_file(path, tmp)
+            if _sha256(Path(tmp)) != entry["sha256"]:
+                os.unlink(tmp)
+                raise ImageError(f"{self._url(shard)}: its SHA-256 differs from {INDEX}'s")
+            os.replace(tmp, final)
+        self._local[shard] = final
+        return final
+
+
+def members_of(
+    index: dict[str, Any],
+) -> Iterable[tuple[str, tuple[int, int], Member, Member | None]]:
+    """(name, (height, width), target member, condition member or None) per sample, in packed
+    order."""
+    for name, row in zip(index["names"], index["members"], strict=True):
+        s = row[0]
+        target = Member(s, row[3], row[4], row[5])
+        cond = Member(s, row[6], row[7], row[8]) if len(row) > 6 else None
+        yield name, (row[1], row[2]), target, cond
