@@ -36,7 +36,7 @@ def png(rng: np.random.Generator, side: int = 32) -> bytes:
 def synthetic_shards(out: Path, n: int, per_shard: int = 50_000) -> None:
     """N pairs in condiff's shard format (a few distinct images reused: the index and the
     reading are what scale, not the pixels)."""
-    from condiff.data.shards import FORMAT, INDEX, _padded, _sha256
+    from condiff.data.shards import FORMAT, INDEX, MEMBERS, _padded, _sha256, write_members
 
     rng = np.random.default_rng(0)
     pool = [png(rng) for _ in range(64)]
@@ -60,7 +60,8 @@ def synthetic_shards(out: Path, n: int, per_shard: int = 50_000) -> None:
              "shardlist": shards, "paired": True, "color": None, "count": n,
              "target_channels": 1, "cond_channels": 1, "bit_depths": [8],
              "min_size": [32, 32], "max_size": [32, 32], "bytes": sum(s["bytes"] for s in shards),
-             "source": "synthetic", "bad": [], "names": names, "members": members}  # fmt: skip
+             "source": "synthetic", "bad": [], "members": MEMBERS}  # fmt: skip
+    write_members(out, names, members)
     (out / INDEX).write_text(json.dumps(index))
 
 
@@ -113,7 +114,7 @@ def main() -> None:
             d = tmp / f"s{n}"
             synthetic_shards(d, n)
             r = measure(str(d), a.batches, "shards")
-            mb = (d / "shards.json").stat().st_size / 2**20
+            mb = sum((d / f).stat().st_size for f in ("shards.json", "members.npz")) / 2**20
             print(f"| {n:,} | {mb:.1f} | {r['open_s']:.2f} | {r['rss_mb']:.0f} | "
                   f"{r['crops_s']:,.0f} | shards |", flush=True)  # fmt: skip
             shutil.rmtree(d)

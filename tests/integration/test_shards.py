@@ -15,7 +15,7 @@ import torch
 from condiff import checkpoint as ckpt
 from condiff.config import RunConfig
 from condiff.data.datasets import ImageSource, make_source
-from condiff.data.shards import read_index
+from condiff.data.shards import read_index, read_members
 from condiff.train import fit
 from tests.conftest import run_cli, tiny_config
 from tests.integration.test_train import assert_same, weights
@@ -56,8 +56,10 @@ def losses(res) -> list[float]:
 
 def test_pack_keeps_bytes_order_and_names_and_lists_bad_files(photos, packed, tmp_path):
     index = read_index(str(packed))
+    items = read_members(index)
     files = sorted(p for p in photos.iterdir() if p.suffix == ".png")
-    assert index["names"] == [p.stem for p in files] and index["count"] == len(files)
+    assert [items.name(i) for i in range(len(items))] == [p.stem for p in files]
+    assert index["count"] == len(files) == len(items)
     assert len(index["shardlist"]) > 1 and index["paired"] is False
     src = make_source(shard_cfg(tmp_path / "r", str(packed)).data)
     store = src.store
@@ -172,16 +174,16 @@ def test_a_damaged_sample_is_skipped_counted_and_named(packed, tmp_path, capfd):
     copy = tmp_path / "pack"
     shutil.copytree(packed, copy)
     index = read_index(str(copy))
-    row = index["members"][5]  # [shard, h, w, offset, size, ext]
-    shard = copy / index["shardlist"][row[0]]["url"]
+    member = read_members(index)[5].target
+    shard = copy / index["shardlist"][member.shard]["url"]
     data = bytearray(shard.read_bytes())
-    data[row[3] : row[3] + 64] = b"\0" * 64  # its PNG signature and header gone
+    data[member.offset : member.offset + 64] = b"\0" * 64  # its PNG signature and header gone
     shard.write_bytes(bytes(data))
     cfg = shard_cfg(tmp_path / "r", str(copy), steps=12)
     res = fit(cfg, progress=False)
     assert res.step == 12
     err = capfd.readouterr().err
-    assert f"skipped a bad sample: shard-{row[0]:06d}.tar key 000000005" in err
+    assert f"skipped a bad sample: shard-{member.shard:06d}.tar key 000000005" in err
 
 
 def test_the_decoded_image_cache_stays_within_its_budget(packed, tmp_path):

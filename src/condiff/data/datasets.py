@@ -26,7 +26,7 @@ from condiff.data.io import (
     read_image,
     to_model,
 )
-from condiff.data.shards import Member, ShardStore, members_of, read_index
+from condiff.data.shards import Member, ShardItems, ShardStore, read_index, read_members
 from condiff.data.tasks import Task, make_task
 
 
@@ -47,7 +47,7 @@ class ImageSource:
 
     def __init__(
         self,
-        items: list[Item],
+        items: list[Item] | ShardItems,
         target_channels: int,
         cond_channels: int,
         task: Task | None,
@@ -70,6 +70,11 @@ class ImageSource:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def name(self, i: int) -> str:
+        """Item ``i``'s name (the validation split hashes it) without building the item."""
+        items = self.items
+        return items.name(i) if isinstance(items, ShardItems) else items[i].name
 
     def where(self, i: int) -> str:
         """The item's file, or its shard and key: what a log line names."""
@@ -268,12 +273,12 @@ def shard_source(cfg: DataConfig, cache_dir: Path | None = None) -> ImageSource:
     """``condiff data pack``'s shards (checked when packed: nothing is opened here but the
     index). Clean-image shards get ``data.task``; paired shards carry their conditions."""
     index = read_index(str(cfg.shards))
-    items = [Item(n, t, c, size) for n, size, t, c in members_of(index)]
+    items = read_members(index)
+    hw = items.a["hw"]
     small = [
-        (Path(str(i)), f"{index['names'][i]} (shard key {i:09d}): image is {w}x{h}, smaller "
-         f"than data.crop_size={cfg.crop_size}")
-        for i, (_, (h, w), _, _) in enumerate(members_of(index))
-        if min(h, w) < cfg.crop_size
+        (Path(items.name(i)), f"{items.name(i)} (shard key {i:09d}): image is "
+         f"{hw[i][1]}x{hw[i][0]}, smaller than data.crop_size={cfg.crop_size}")
+        for i in np.nonzero(hw.min(axis=1) < cfg.crop_size)[0][:100]
     ]  # fmt: skip
     if small:
         raise bad_files_error(small, f"images in {cfg.shards}")
@@ -323,10 +328,11 @@ def split(source: ImageSource, val_count: int) -> tuple[list[int], list[int]]:
             f"data.val_count={val_count} leaves no training images (only {len(source)} found)"
         )
     order = sorted(
-        range(len(source)), key=lambda i: hashlib.sha1(source.items[i].name.encode()).hexdigest()
+        range(len(source)), key=lambda i: hashlib.sha1(source.name(i).encode()).hexdigest()
     )
     val = sorted(order[:val_count])
-    return [i for i in range(len(source)) if i not in set(val)], val
+    held = set(val)
+    return [i for i in range(len(source)) if i not in held], val
 
 
 def _crop(
@@ -360,6 +366,7 @@ class TrainCrops(Dataset):
                 f"data.crop_size={crop_size} must be divisible by the task factor {mult}"
             )
         self.skipped = 0  # bad samples skipped in this process (a loader worker counts its own)
+        self._perm_epoch, self._perm = -1, np.zeros(0, np.int64)
         if check == "none":
             return
         small = []
@@ -382,7 +389,10 @@ class TrainCrops(Dataset):
     def __getitem__(self, g: int) -> tuple[Tensor, Tensor]:
         n = len(self.indices)
         epoch, pos = divmod(int(g), n)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+        if self._perm_epoch != epoch:  # one permutation per epoch (O(n): not per sample)
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+            self._perm_epoch = epoch
+        perm = self._perm
         rng = np.random.default_rng([self.seed, 1 << 20, int(g)])
         # a sample that cannot be read (a damaged shard, a file gone bad) is skipped for the next
         # one in the permutation: still a pure function of (seed, g) for the same data

@@ -22,16 +22,20 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from condiff.data.io import ImageError, read_image
 
 INDEX = "shards.json"
+MEMBERS = "members.npz"  # per sample: name, shard, height, width, offsets, sizes, extensions
 FORMAT = "condiff-shards-v1"
+EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -135,11 +139,9 @@ def pack(
         "bytes": sum(s["bytes"] for s in shards),
         "source": source,
         "bad": bad,
-        "names": names,
-        # per sample: shard, height, width, then (offset, size, ext) of the target and of the
-        # condition
-        "members": members,
+        "members": MEMBERS,
     }
+    write_members(out, names, members)
     tmp = out / f".tmp-{INDEX}"
     tmp.write_text(json.dumps(index))
     os.replace(tmp, out / INDEX)
@@ -327,13 +329,60 @@ class ShardStore:
         return final
 
 
-def members_of(
-    index: dict[str, Any],
-) -> Iterable[tuple[str, tuple[int, int], Member, Member | None]]:
-    """(name, (height, width), target member, condition member or None) per sample, in packed
-    order."""
-    for name, row in zip(index["names"], index["members"], strict=True):
-        s = row[0]
-        target = Member(s, row[3], row[4], row[5])
-        cond = Member(s, row[6], row[7], row[8]) if len(row) > 6 else None
-        yield name, (row[1], row[2]), target, cond
+def write_members(out: Path, names: list[str], rows: list[list]) -> None:
+    """The per-sample index as numpy arrays (a few tens of bytes a sample: a million pairs is
+    tens of MB, read without building a Python object per sample)."""
+    paired = len(rows[0]) > 6
+    a = {
+        "names": np.array([n.encode() for n in names]),
+        "shard": np.array([r[0] for r in rows], np.int32),
+        "hw": np.array([(r[1], r[2]) for r in rows], np.int32),
+        "target": np.array([(r[3], r[4]) for r in rows], np.int64),
+        "target_ext": np.array([EXTS.index(r[5]) for r in rows], np.uint8),
+    }
+    if paired:
+        a["cond"] = np.array([(r[6], r[7]) for r in rows], np.int64)
+        a["cond_ext"] = np.array([EXTS.index(r[8]) for r in rows], np.uint8)
+    tmp = out / f".tmp-{MEMBERS}"
+    with tmp.open("wb") as f:
+        np.savez(f, **a)
+    os.replace(tmp, out / MEMBERS)
+
+
+class ShardItems(Sequence):
+    """The samples of a shard set as :class:`condiff.data.datasets.Item`, made on demand from
+    the arrays of ``members.npz``, so memory per sample stays a few tens of bytes."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.a = arrays
+        self.paired = "cond" in arrays
+
+    def __len__(self) -> int:
+        return len(self.a["shard"])
+
+    def name(self, i: int) -> str:
+        return self.a["names"][i].decode()
+
+    def __getitem__(self, i):  # type: ignore[override]
+        from condiff.data.datasets import Item
+
+        a, s = self.a, int(self.a["shard"][i])
+        h, w = (int(v) for v in a["hw"][i])
+        off, size = (int(v) for v in a["target"][i])
+        target = Member(s, off, size, EXTS[a["target_ext"][i]])
+        cond = None
+        if self.paired:
+            off, size = (int(v) for v in a["cond"][i])
+            cond = Member(s, off, size, EXTS[a["cond_ext"][i]])
+        return Item(self.name(i), target, cond, (h, w))
+
+
+def read_members(index: dict[str, Any]) -> ShardItems:
+    url = f"{index['_base']}/{index['members']}"
+    fs, path = _fs(url)
+    try:
+        with fs.open(path, "rb") as f:
+            data = np.load(io.BytesIO(f.read()))
+            return ShardItems({k: data[k] for k in data.files})
+    except (OSError, ValueError, KeyError) as e:
+        raise ImageError(f"data.shards: cannot read {url} ({e})") from None
