@@ -87,8 +87,10 @@ t1 = time.perf_counter()
 for _ in range(batches):
     next(it)
 rate = batches * 64 / (time.perf_counter() - t1)
+import os
+now = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 print(json.dumps({"open_s": opened, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "crops_s": rate}))
+                  "now_mb": now, "crops_s": rate}))
 """
 
 
@@ -106,17 +108,16 @@ def main() -> None:
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="condiff-scale-"))
     try:
-        print(
-            f"| pairs | index MB | open s | peak RSS MB | crops/s | ({a.batches} batches of 64) |"
-        )
-        print("|---|---|---|---|---|---|")
+        print(f"| pairs | index MB | open s | peak RSS MB | RSS after MB | crops/s | "
+              f"({a.batches} batches of 64) |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|")
         for n in a.sizes:
             d = tmp / f"s{n}"
             synthetic_shards(d, n)
             r = measure(str(d), a.batches, "shards")
             mb = sum((d / f).stat().st_size for f in ("shards.json", "members.npz")) / 2**20
             print(f"| {n:,} | {mb:.1f} | {r['open_s']:.2f} | {r['rss_mb']:.0f} | "
-                  f"{r['crops_s']:,.0f} | shards |", flush=True)  # fmt: skip
+                  f"{r['now_mb']:.0f} | {r['crops_s']:,.0f} | shards |", flush=True)  # fmt: skip
             shutil.rmtree(d)
         if a.folder:
             root = tmp / "folder"

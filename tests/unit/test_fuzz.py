@@ -234,3 +234,28 @@ def test_waiting_jobs_compare_by_identity():
     waiting = collections.deque([(a, 1), (b, 2)])
     waiting.remove((b, 2))
     assert list(waiting) == [(a, 1)] and a != b and a == a
+
+
+@FUZZ
+@given(st.lists(st.text(max_size=12), min_size=2, max_size=60, unique=True), st.data())
+def test_the_split_is_the_smallest_sha1_names_as_it_always_was(names, data):
+    """The split finds its names through 8-byte digest heads (memory for a million samples);
+    it must equal sorting every full hex digest, the rule runs were trained with."""
+    import hashlib
+
+    from condiff.data.datasets import split
+
+    count("validation splits")
+    val_count = data.draw(st.integers(0, len(names) - 1))
+
+    class Names:
+        def __len__(self):
+            return len(names)
+
+        def name(self, i):
+            return names[i]
+
+    order = sorted(range(len(names)), key=lambda i: hashlib.sha1(names[i].encode()).hexdigest())
+    train, val = split(Names(), val_count)
+    assert val == sorted(order[:val_count])
+    assert train == [i for i in range(len(names)) if i not in set(val)]

@@ -22,6 +22,7 @@ GPU_RATE = 1420.0  # img/s of one H100 or H200 on the SR recipe (docs/NOTES.md)
 
 
 def _rate(data: dict[str, Any], workers: int, batch: int, seconds: float, run: Path) -> float:
+    """Crops per second of the training loader over ``seconds`` (after its first batch)."""
     from condiff.config import RunConfig
     from condiff.data.datasets import make_source, split
     from condiff.train.setup import make_loader
@@ -65,6 +66,9 @@ def local_s3(folder: Path):
     except ImportError:
         yield None
         return
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     port = _port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
@@ -94,6 +98,7 @@ def run_data_bench(
     color: str = "rgb",
     seconds: float = 10.0,
     s3: bool = True,
+    cache_mb: float | None = None,
 ) -> list[dict[str, Any]]:
     """Print and return the table: source, workers, crops/s, and crops/s per worker."""
     from condiff.data.shards import pack, pack_items
@@ -102,6 +107,8 @@ def run_data_bench(
     task = {"name": "super_resolution", "factor": 4}
     base = {"kind": "task", "root": root, "color": color, "crop_size": crop, "task": task,
             "flip": True, "rotate": True}  # fmt: skip
+    if cache_mb is not None:  # 0: every crop decodes its image (the storage is what is timed)
+        base["cache_mb"] = cache_mb
     rows: list[dict[str, Any]] = []
     try:
         t0 = time.perf_counter()
@@ -129,8 +136,9 @@ def run_data_bench(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     cores = os.cpu_count() or 1
+    cache = "default" if cache_mb is None else f"{cache_mb:g} MB"
     print(f"\nLoader throughput, batch {batch} of {crop} px {color} crops, 4x SR degradation, "
-          f"{seconds:.0f} s per row, {cores} cores here")  # fmt: skip
+          f"{seconds:.0f} s per row, decoded-image cache {cache} per process, {cores} cores here")  # fmt: skip
     print("| source | workers | crops/s | per worker | workers to feed one GPU (1,420 img/s) |")
     print("|---|---|---|---|---|")
     for r in rows:

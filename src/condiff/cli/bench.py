@@ -163,6 +163,8 @@ def _add_data(s: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", type=int, default=64, help="--data: crop side")
     g.add_argument("--seconds", type=float, default=10.0, help="--data: timed seconds per row")
     g.add_argument("--no-s3", action="store_true", help="--data: leave out the S3 rows")
+    g.add_argument("--cache-mb", type=float, default=None,
+                   help="--data: data.cache_mb (0: decode every crop's image: time the storage)")  # fmt: skip
 
 
 def run(a: argparse.Namespace) -> int:
@@ -178,6 +180,7 @@ def run(a: argparse.Namespace) -> int:
             crop=a.crop,
             seconds=a.seconds,
             s3=not a.no_s3,
+            cache_mb=a.cache_mb,
         )
         return 0
     if a.serve:
