@@ -7,9 +7,9 @@ import sys
 
 PACK_HELP = """\
 Pack training images into WebDataset-convention tar shards (KEY.target.png, KEY.cond.png: the
-original file bytes, in the order training lists them) plus shards.json (a wids shard index with
-each image's offset and size, counts, sizes, channel modes, a SHA-256 per shard, the bad files
-left out). Every image is decoded once here, in parallel, so training from the shards opens
+original file bytes, in the order training lists them) plus shards.json (a wids shard index:
+counts, sizes, channel modes, a SHA-256 per shard, the bad files left out) and members.npz (each
+image's shard, offset, size and dimensions). Every image is decoded once here, in parallel, so training from the shards opens
 nothing at start-up. Train with data.kind=shards data.shards=OUT (or an s3://, gs:// or https://
 URL where OUT was copied)."""
 

@@ -3,8 +3,9 @@
 ``condiff data pack`` writes ``shard-000000.tar, ...`` whose members are ``KEY.target.EXT`` (and
 ``KEY.cond.EXT`` for paired data), the original file bytes, in the source's sorted order, plus
 ``shards.json``: a `wids` shard index (``shardlist`` of ``url`` + ``nsamples``: other tools read
-the shards as they are) extended with each member's byte offset and size, the counts, sizes and
-channel modes, the SHA-256 of each shard, and the bad files that were left out. Every image is
+the shards as they are) with the counts, sizes and channel modes, the SHA-256 of each shard and
+the bad files that were left out, and ``members.npz``: each sample's name, shard, dimensions and
+the byte offset and size of each of its images, as arrays. Every image is
 decoded once while packing, so training need not check them again.
 
 Reading is random access by sample index, so the training order stays a pure function of
