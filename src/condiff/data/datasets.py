@@ -7,7 +7,6 @@ import csv
 import hashlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,9 @@ from condiff.data.io import (
     read_image,
     to_model,
 )
-from condiff.data.shards import Member, ShardItems, ShardStore, read_index, read_members
+from condiff.data.items import Item, Member
+from condiff.data.shards import ShardItems, ShardStore, read_index, read_members
 from condiff.data.tasks import Task, make_task
-
-
-@dataclass(frozen=True)
-class Item:
-    name: str
-    target: Path | Member  # a file, or an image inside a shard
-    cond: Path | Member | None  # None: the condition is made by the task
-    size: tuple[int, int] | None = None  # (height, width) where known without opening the file
 
 
 class ImageSource:

@@ -32,24 +32,12 @@ from typing import Any
 import numpy as np
 
 from condiff.data.io import ImageError, read_image
+from condiff.data.items import Item, Member
 
 INDEX = "shards.json"
 MEMBERS = "members.npz"  # per sample: name, shard, height, width, offsets, sizes, extensions
 FORMAT = "condiff-shards-v1"
 EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-@dataclass(frozen=True)
-class Member:
-    """One image inside a shard: where its bytes are."""
-
-    shard: int
-    offset: int
-    size: int
-    ext: str  # ".png", ".jpg", ...
-
-    def label(self, key: int) -> str:
-        return f"shard-{self.shard:06d}.tar key {key:09d}"
 
 
 # --- packing ----------------------------------------------------------------------------------
@@ -365,8 +353,6 @@ class ShardItems(Sequence):
         return self.a["names"][i].decode()
 
     def __getitem__(self, i):  # type: ignore[override]
-        from condiff.data.datasets import Item
-
         a, s = self.a, int(self.a["shard"][i])
         h, w = (int(v) for v in a["hw"][i])
         off, size = (int(v) for v in a["target"][i])
