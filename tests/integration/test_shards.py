@@ -62,6 +62,8 @@ def test_pack_keeps_bytes_order_and_names_and_lists_bad_files(photos, packed, tm
     assert index["count"] == len(files) == len(items)
     assert len(index["shardlist"]) > 1 and index["paired"] is False
     src = make_source(shard_cfg(tmp_path / "r", str(packed)).data)
+    # a glob of the tars names the same set (the index beside them)
+    assert len(make_source(shard_cfg(tmp_path / "g", f"{packed}/shard-*.tar").data)) == len(src)
     store = src.store
     for i in (0, len(files) - 1):
         assert store.read(src.items[i].target) == files[i].read_bytes()

@@ -218,8 +218,14 @@ def pack_items(root: str | Path, paired: bool, cond_dir: str, target_dir: str) -
 
 
 def index_url(spec: str) -> str:
-    """``data.shards``: the index itself, or the folder / URL prefix that holds it."""
-    return spec if spec.endswith(".json") else spec.rstrip("/") + "/" + INDEX
+    """``data.shards``: the index itself, the folder / URL prefix that holds it, or a glob or
+    brace pattern of its tars (``packed/shard-*.tar``, ``s3://b/p/shard-{000000..000099}.tar``:
+    the index beside them lists which belong)."""
+    if spec.endswith(".json"):
+        return spec
+    if any(c in spec for c in "*?[{") or spec.endswith(".tar"):
+        spec = spec.rsplit("/", 1)[0] if "/" in spec else "."
+    return spec.rstrip("/") + "/" + INDEX
 
 
 def _fs(url: str) -> tuple[Any, str]:
