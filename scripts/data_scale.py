@@ -36,7 +36,8 @@ def png(rng: np.random.Generator, side: int = 32) -> bytes:
 def synthetic_shards(out: Path, n: int, per_shard: int = 50_000) -> None:
     """N pairs in condiff's shard format (a few distinct images reused: the index and the
     reading are what scale, not the pixels)."""
-    from condiff.data.shards import FORMAT, INDEX, MEMBERS, _padded, _sha256, write_members
+    from condiff.data.shards import FORMAT, INDEX, MEMBERS, _padded, write_members
+    from condiff.files import sha256
 
     rng = np.random.default_rng(0)
     pool = [png(rng) for _ in range(64)]
@@ -55,7 +56,7 @@ def synthetic_shards(out: Path, n: int, per_shard: int = 50_000) -> None:
                 names.append(f"img{i:09d}")
                 members.append(row)
         shards.append({"url": path.name, "nsamples": min(n, s0 + per_shard) - s0,
-                       "bytes": path.stat().st_size, "sha256": _sha256(path)})  # fmt: skip
+                       "bytes": path.stat().st_size, "sha256": sha256(path)})  # fmt: skip
     index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "format": FORMAT,
              "shardlist": shards, "paired": True, "color": None, "count": n,
              "target_channels": 1, "cond_channels": 1, "bit_depths": [8],

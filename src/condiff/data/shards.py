@@ -17,7 +17,6 @@ one is read member by member with ranged reads (one request per image, nothing k
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,6 +32,7 @@ import numpy as np
 
 from condiff.data.io import ImageError, read_image
 from condiff.data.items import Item, Member
+from condiff.files import sha256
 
 INDEX = "shards.json"
 MEMBERS = "members.npz"  # per sample: name, shard, height, width, offsets, sizes, extensions
@@ -182,20 +182,12 @@ class _ShardWriter:
         os.chmod(self.tmp, 0o644)  # (mkstemp made it 0600)
         os.replace(self.tmp, final)
         self.shards.append({"url": final.name, "nsamples": self.count,
-                            "bytes": final.stat().st_size, "sha256": _sha256(final)})  # fmt: skip
+                            "bytes": final.stat().st_size, "sha256": sha256(final)})  # fmt: skip
         self.tar, self.tmp = None, None
 
 
 def _padded(n: int) -> int:
     return (n + 511) // 512 * 512
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pack_items(root: str | Path, paired: bool, cond_dir: str, target_dir: str) -> list[PackItem]:
@@ -316,7 +308,7 @@ class ShardStore:
             fs = self._filesystem()
             _, path = _fs(self._url(shard))
             fs.get_file(path, tmp)
-            if _sha256(Path(tmp)) != entry["sha256"]:
+            if sha256(Path(tmp)) != entry["sha256"]:
                 os.unlink(tmp)
                 raise ImageError(f"{self._url(shard)}: its SHA-256 differs from {INDEX}'s")
             os.replace(tmp, final)
