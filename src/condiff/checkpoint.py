@@ -13,7 +13,6 @@ weights. A checkpoint from before manifests loads with one warning.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -25,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from condiff.files import sha256
+from condiff.files import atomic_write_text, why
+from condiff.files import sha256 as file_digest
 
 CKPT_RE = re.compile(r"^step_(\d{9})$")
 FILES = ("config.json", "model.safetensors", "ema.safetensors", "state.pt")
@@ -97,10 +97,8 @@ def save_checkpoint(
         raise
     except Exception as e:  # OSError, or safetensors'/torch's own wrappers of it
         shutil.rmtree(tmp, ignore_errors=True)
-        full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
-        why = "the disk is full" if full else str(e)
         raise CheckpointError(
-            f"could not write checkpoint {final} ({why}); earlier checkpoints are untouched"
+            f"could not write checkpoint {final} ({why(e)}); earlier checkpoints are untouched"
         ) from e
     for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -156,21 +154,15 @@ def add_weights(folder: str | Path, name: str, tensors: dict[str, torch.Tensor])
 # --- the manifest ------------------------------------------------------------------------------
 
 
-def file_digest(file: Path) -> str:
-    """SHA-256 of a file (:func:`condiff.files.sha256`)."""
-    return sha256(file)
-
-
 def write_manifest(folder: Path, files: list[str]) -> Path:
     """``manifest.json``: the size and SHA-256 of each of ``files``; written to a temporary
     name, flushed and renamed, so it is whole or absent."""
     entries = {
         f: {"bytes": (folder / f).stat().st_size, "sha256": file_digest(folder / f)} for f in files
     }
-    tmp = folder / f".tmp-{MANIFEST}-{os.getpid()}"
-    tmp.write_text(json.dumps({"format": "condiff-manifest", "files": entries}, indent=1))
-    _fsync(tmp)
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write_text(
+        folder / MANIFEST, json.dumps({"format": "condiff-manifest", "files": entries}, indent=1)
+    )
     _fsync(folder)
     return folder / MANIFEST
 
@@ -271,12 +263,12 @@ def validate_checkpoint(path: str | Path, need_state: bool = True) -> None:
             raise CheckpointError(f"{path / f}: missing (config.json lists it)")
     entries = manifest_entries(path)
     if entries is not None:
-        for name, (size, _) in entries.items():
-            _check_size(path / name, size)  # every file there and whole: cheap
         if need_state:  # a resume reads them all: check every digest now, to fall back early
             verify_manifest(path)
-        else:  # inference: each weights file is checked as it is read (read_weights)
-            verify_file(path / "config.json", entries)
+            return
+        for name, (size, _) in entries.items():
+            _check_size(path / name, size)  # every file there and whole: cheap
+        verify_file(path / "config.json", entries)  # the weights: as read_weights reads them
         return
     for f in ("model.safetensors", "ema.safetensors", *extra):
         if need_state or (path / f).is_file():

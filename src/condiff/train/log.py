@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
-from condiff.files import why
+from condiff.files import atomic_write_text, why
 
 
 class LogWriteError(RuntimeError):
@@ -63,9 +63,7 @@ def _drop_after(path: Path, step: int) -> None:
             rec_step = 0
         if rec_step <= step:
             keep.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    tmp.replace(path)
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
 
 
 class RunLog:
