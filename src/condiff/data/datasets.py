@@ -18,11 +18,11 @@ from condiff.config import DataConfig, ModelConfig
 from condiff.data.bundled import export_bundled
 from condiff.data.io import (
     ImageError,
-    bad_files_error,
     list_images,
     probe_image,
     probe_images,
     read_image,
+    refuse_bad,
     to_model,
 )
 from condiff.data.items import Item, Member
@@ -183,10 +183,7 @@ def paired_source(cfg: DataConfig) -> ImageSource:
                 f"channel mismatch: {it.target} / {it.cond} have {ti.channels}/{ci.channels} "
                 f"channels, earlier pairs {tc}/{cc}"
             )))  # fmt: skip
-    if len(bad) == 1:
-        raise ImageError(bad[0][1])
-    if bad:
-        raise bad_files_error(bad, f"pairs under {root}")
+    refuse_bad(bad, f"pairs under {root}")
     return ImageSource(items, int(tc), int(cc), None, None, cache_mb=cfg.cache_mb)  # type: ignore[arg-type]
 
 
@@ -203,50 +200,31 @@ def task_source(
     else:
         paths = list_images(cfg.root)
     bad: list[tuple[Path, str]] = [] if skipped is None else skipped
-    if skipped is None and cfg.root != "bundled" and cfg.check != "all":
-        infos = probe_images(checked(paths, cfg.check), bad)
-        bad += _small(infos, cfg.crop_size)
-        if bad:
-            raise bad_files_error(bad, f"training images in {cfg.root} (a sample checked)")
-        task = make_task(cfg.task)
-        tc = task.target_channels(1 if cfg.color == "gray" else 3)
-        return ImageSource(
-            [Item(p.stem, p, None) for p in paths], tc, task.cond_channels(tc), task,
-            "rgb" if tc == 3 else "gray", cache_mb=cfg.cache_mb,
-        )  # fmt: skip
-    infos = probe_images(paths, bad)  # corrupt files, each by name
-    if skipped is None and cfg.root != "bundled":
-        bad += [
-            (
-                i.path,
-                f"{i.path}: image is {i.width}x{i.height}, smaller than data.crop_size={cfg.crop_size}",
-            )
-            for i in infos
-            if min(i.height, i.width) < cfg.crop_size
-        ]
-    if skipped is None and len(bad) == 1:
-        raise ImageError(bad[0][1])
-    if skipped is None and bad:
-        raise bad_files_error(bad, f"training images in {cfg.root}")
-    paths = [i.path for i in infos]
+    sampled = skipped is None and cfg.root != "bundled" and cfg.check != "all"
+    infos = probe_images(checked(paths, cfg.check) if sampled else paths, bad)  # each by name
+    if skipped is None:
+        if cfg.root != "bundled":
+            bad += _small(infos, cfg.crop_size)
+        refuse_bad(
+            bad, f"training images in {cfg.root}" + (" (a sample checked)" if sampled else "")
+        )
+    if not sampled:
+        paths = [i.path for i in infos]
     if cfg.root == "bundled":
         # The bundled set has a few small images (microaneurysms is 102x102): leave out those
         # smaller than the crop rather than fail; user folders still get the error by name.
         paths = [i.path for i in infos if min(i.height, i.width) >= cfg.crop_size]
     if not paths:
         raise ImageError(f"no images found in {cfg.root}")
+    items = [Item(p.stem, p, None) for p in paths]
+    return ImageSource(items, *_task_kind(cfg), cache_mb=cfg.cache_mb)
+
+
+def _task_kind(cfg: DataConfig) -> tuple[int, int, Task, str]:
+    """(target channels, condition channels, task, color) of clean images + ``data.task``."""
     task = make_task(cfg.task)
-    color_c = 1 if cfg.color == "gray" else 3
-    tc = task.target_channels(color_c)
-    color = "rgb" if tc == 3 else "gray"
-    return ImageSource(
-        [Item(p.stem, p, None) for p in paths],
-        tc,
-        task.cond_channels(tc),
-        task,
-        color,
-        cache_mb=cfg.cache_mb,
-    )
+    tc = task.target_channels(1 if cfg.color == "gray" else 3)
+    return tc, task.cond_channels(tc), task, "rgb" if tc == 3 else "gray"
 
 
 def _hw(info) -> tuple[int, int]:
@@ -272,18 +250,12 @@ def shard_source(cfg: DataConfig, cache_dir: Path | None = None) -> ImageSource:
          f"{hw[i][1]}x{hw[i][0]}, smaller than data.crop_size={cfg.crop_size}")
         for i in np.nonzero(hw.min(axis=1) < cfg.crop_size)[0][:100]
     ]  # fmt: skip
-    if small:
-        raise bad_files_error(small, f"images in {cfg.shards}")
+    refuse_bad(small, f"images in {cfg.shards}")
     store = ShardStore(index, cfg.shard_cache or cache_dir, cfg.shard_cache_mb)
     if index["paired"]:
         tc, cc = int(index["target_channels"]), int(index["cond_channels"])
         return ImageSource(items, tc, cc, None, None, store=store, cache_mb=cfg.cache_mb)
-    task = make_task(cfg.task)
-    tc = task.target_channels(1 if cfg.color == "gray" else 3)
-    color = "rgb" if tc == 3 else "gray"
-    return ImageSource(
-        items, tc, task.cond_channels(tc), task, color, store=store, cache_mb=cfg.cache_mb
-    )
+    return ImageSource(items, *_task_kind(cfg), store=store, cache_mb=cfg.cache_mb)
 
 
 def make_source(cfg: DataConfig, bundled_dest: Path | None = None) -> ImageSource:
@@ -382,10 +354,7 @@ class TrainCrops(Dataset):
                     f"{source.where(i)}: image is {w}x{h}, smaller than "
                     f"data.crop_size={crop_size}"
                 )))  # fmt: skip
-        if len(small) == 1:
-            raise ImageError(small[0][1])
-        if small:
-            raise bad_files_error(small, "training images")
+        refuse_bad(small, "training images")
 
     def __len__(self) -> int:
         return len(self.indices)

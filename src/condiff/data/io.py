@@ -140,6 +140,15 @@ def bad_files_error(bad: list[tuple[Path, str]], what: str) -> ImageError:
     return ImageError("\n".join(lines))
 
 
+def refuse_bad(bad: list[tuple[Path, str]], what: str) -> None:
+    """Raise for the bad files a check found (none: return): one file's own message, or every
+    file named in one error (:func:`bad_files_error`)."""
+    if len(bad) == 1:
+        raise ImageError(bad[0][1])
+    if bad:
+        raise bad_files_error(bad, what)
+
+
 def probe_images(
     paths: list[Path], skipped: list[tuple[Path, str]] | None = None
 ) -> list[ImageInfo]:
