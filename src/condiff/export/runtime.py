@@ -26,6 +26,7 @@ from condiff.diffusion.objectives import (
 )
 from condiff.diffusion.samplers import estimate_plan, get_sampler, network_calls
 from condiff.diffusion.schedule import NoiseSchedule, spaced_timesteps
+from condiff.infer.outputs import refuse_nonfinite
 from condiff.infer.progress import Callback, Counted
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 
@@ -139,8 +140,11 @@ class OrtPipeline:
             progress=progress,
             eta=eta,
         )
-        out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)
-        out = np.clip(out[:, :, :h, :w], -1, 1)
+        out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)[:, :, :h, :w]
+        refuse_nonfinite(
+            int(out.size - np.isfinite(out).sum())
+        )  # as the torch pipeline: no black image
+        out = np.clip(out, -1, 1)
         if num_samples == 1:
             return out
         out = out.reshape(b, num_samples, *out.shape[1:])
