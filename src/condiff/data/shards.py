@@ -32,7 +32,7 @@ import numpy as np
 
 from condiff.data.io import ImageError, read_image
 from condiff.data.items import Item, Member
-from condiff.files import sha256
+from condiff.files import atomic_write_text, sha256
 
 INDEX = "shards.json"
 MEMBERS = "members.npz"  # per sample: name, shard, height, width, offsets, sizes, extensions
@@ -131,9 +131,7 @@ def pack(
         "members": MEMBERS,
     }
     write_members(out, names, members)
-    tmp = out / f".tmp-{INDEX}"
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, out / INDEX)
+    atomic_write_text(out / INDEX, json.dumps(index))
     return index
 
 
@@ -265,35 +263,36 @@ class ShardStore:
         self.whole = index["bytes"] <= cache_mb * 2**20
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._fs: Any = None
+        self._paths: list[str] = []
         self._local: dict[int, Path] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # loader workers open their own connections
-        return {**self.__dict__, "_fs": None, "_local": {}}
+        return {**self.__dict__, "_fs": None, "_paths": [], "_local": {}}
 
     def _url(self, shard: int) -> str:
         return f"{self.base}/{self.shards[shard]['url']}"
 
-    def _filesystem(self) -> Any:
+    def _remote(self) -> tuple[Any, list[str]]:
+        """The filesystem and each shard's path in it, resolved once per process."""
         if self._fs is None:
             self._fs, _ = _fs(self.base + "/")
-        return self._fs
+            self._paths = [_fs(self._url(i))[1] for i in range(len(self.shards))]
+        return self._fs, self._paths
 
     def _is_local(self) -> bool:
         return "://" not in self.base or self.base.startswith("file://")
 
     def read(self, m: Member) -> bytes:
         if self._is_local():
-            with open(self._url(m.shard).removeprefix("file://"), "rb") as f:
-                f.seek(m.offset)
-                return f.read(m.size)
-        if self.whole and self.cache_dir is not None:
-            path = self._cached(m.shard)
-            with path.open("rb") as f:
-                f.seek(m.offset)
-                return f.read(m.size)
-        fs = self._filesystem()
-        _, path = _fs(self._url(m.shard))
-        return fs.cat_file(path, start=m.offset, end=m.offset + m.size)
+            path = self._url(m.shard).removeprefix("file://")
+        elif self.whole and self.cache_dir is not None:
+            path = str(self._cached(m.shard))
+        else:  # a ranged read of just this image
+            fs, paths = self._remote()
+            return fs.cat_file(paths[m.shard], start=m.offset, end=m.offset + m.size)
+        with open(path, "rb") as f:
+            f.seek(m.offset)
+            return f.read(m.size)
 
     def _cached(self, shard: int) -> Path:
         if shard in self._local:
@@ -305,9 +304,8 @@ class ShardStore:
         if not (final.is_file() and final.stat().st_size == entry["bytes"]):
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-")
             os.close(fd)
-            fs = self._filesystem()
-            _, path = _fs(self._url(shard))
-            fs.get_file(path, tmp)
+            fs, paths = self._remote()
+            fs.get_file(paths[shard], tmp)
             if sha256(Path(tmp)) != entry["sha256"]:
                 os.unlink(tmp)
                 raise ImageError(f"{self._url(shard)}: its SHA-256 differs from {INDEX}'s")
