@@ -9,6 +9,7 @@
 #               STAGES ("name overrides...; name overrides...") as more stages from the same
 #               base, with outputs; with .gpuv carried (HR Set5/Set14 + LPIPS weights:
 #               scripts/perceptual_data.py --quick) a Y PSNR / LPIPS table of them (and QUICK).
+#   PART=samples: the base (BASE_ARGS) and its samples (SAMPLES="name sampler steps [opts]; ...").
 #   PART=call3: RESUME ("name overrides...") resumed for PMIN more minutes, outputs, quick score.
 # Outputs come back as lossless WebP in tars of < 16 MiB ($OUT/NAME-k.tar); score them here with
 # scripts/score_outputs.py. Logs, metrics.jsonl and times in $OUT/logs-PART.tar.
@@ -26,7 +27,7 @@ base() {
 stage() {  # NAME [overrides...]
   local name=$1; shift
   cli train --config configs/sr4-rgb-perceptual.yaml --no-progress data.root=$D/bsd400 \
-    train.output_dir=$W/$name train.init_from=$W/base perceptual.vgg_weights=$D/vgg16.safetensors \
+    train.output_dir=$W/$name train.init_from=$W/${FROM:-base} perceptual.vgg_weights=$D/vgg16.safetensors \
     train.max_minutes=${PMIN:-2.5} "$@" > "$OUT/$name.log" 2>&1
   cp "$W/$name/metrics.jsonl" "$OUT/$name.jsonl"; stamp "stage $name done"
 }
@@ -88,6 +89,15 @@ case "${PART:-call1}" in
       names+=("${S2[0]}")
     done
     quick ${QUICK:-} "${names[@]}" ;;
+  samples)
+    # the base (BASE_ARGS: e.g. the sample levers) and its samples, SAMPLES="name sampler steps
+    # [sample options...]; ...", each packed as soon as it is written (a kill keeps the rest)
+    base; (cd "$OUT" && tar -cf logs-base.tar base.log base.jsonl times.txt)
+    IFS=';' read -r -a ALL <<< "${SAMPLES:-s ddpm 50}"
+    for spec in "${ALL[@]}"; do
+      read -r -a S3 <<< "$spec"; [ ${#S3[@]} -gt 2 ] || continue
+      outputs base sample "${S3[0]}" --sampler "${S3[1]}" --steps "${S3[2]}" "${S3[@]:3}"; pack "${S3[0]}"
+    done ;;
   call3)
     # RESUME="name overrides...": the stage resumed (--resume auto) for PMIN more minutes
     read -r -a R <<< "$RESUME"

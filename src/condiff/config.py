@@ -317,6 +317,9 @@ class SampleConfig(Checked):
     clip: bool = True  # clip x0 predictions to [-1, 1]
     # percentile in (0, 1), e.g. 0.995 (Imagen); None = off
     dynamic_threshold: Annotated[float | None, OPEN_UNIT] = None
+    # classifier-free guidance weight w (0 = off): (1 + w) * pred(cond) - w * pred(no cond);
+    # needs a model trained with diffusion.cond_drop_prob > 0
+    guidance: Annotated[float, NON_NEGATIVE] = 0.0
 
 
 @dataclass

@@ -106,3 +106,32 @@ def test_top_t_fraction_moves_that_share_of_timesteps_to_the_top():
     assert abs(rest.mean().item() - 499) < 10  # the others stay uniform on [0, 998]
     plain = sample_timesteps(20000, 1000, 0.0, torch.device("cpu"), gen)
     assert (plain == 999).float().mean().item() < 0.005
+
+
+def test_guidance_extrapolates_from_the_dropped_condition_and_is_refused_without_it():
+    from condiff.diffusion.denoiser import make_denoiser
+
+    def model(x_concat: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x_concat[:, 1:2] + 0.1  # x0 prediction: the condition plus a constant
+
+    sched = NoiseSchedule("linear")
+    cond = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) - 0.5
+    x_t, t = torch.randn(3, 1, 8, 8), torch.full((3,), 500)
+    for w in (0.0, 0.5, 2.0):
+        den = make_denoiser(model, cond, sched, objective="x0", clip=False, guidance=w)
+        # (1 + w) * (cond + 0.1) - w * (0 + 0.1)
+        torch.testing.assert_close(den(x_t, t), (1 + w) * cond + 0.1)
+    with pytest.raises(ValueError, match="guidance must be >= 0"):
+        make_denoiser(model, cond, sched, guidance=-1.0)
+
+    pipe = _pipe(True, False, 1.0)
+    c = torch.rand(1, 1, 32, 32) * 1.6 - 0.8
+    with pytest.raises(ValueError, match="cond_drop_prob"):
+        pipe(c, estimate="sample", steps=4, guidance=1.0)
+    pipe.cfg.diffusion.cond_drop_prob = 0.1
+    g = torch.Generator().manual_seed(3)
+    plain = pipe(c, estimate="sample", steps=4, generator=g.manual_seed(3))
+    same = pipe(c, estimate="sample", steps=4, guidance=0.0, generator=g.manual_seed(3))
+    guided = pipe(c, estimate="sample", steps=4, guidance=1.0, generator=g.manual_seed(3))
+    torch.testing.assert_close(plain, same)
+    assert (guided - plain).abs().max() > 1e-3

@@ -42,15 +42,32 @@ def make_denoiser(
     clip_value: float = 1.0,
     dynamic_threshold_percentile: float | None = None,
     dtype: torch.dtype | None = None,
+    guidance: float = 0.0,
 ) -> Denoiser:
     """Wrap a network into ``denoise(x_t, t) -> x0_hat``: concat the condition, cast, convert, and
-    clip to ``[-clip_value, clip_value]`` (the diffused variable's range: ``target_scale``)."""
+    clip to ``[-clip_value, clip_value]`` (the diffused variable's range: ``target_scale``).
+
+    ``guidance`` ``w > 0``: classifier-free guidance (Ho & Salimans 2022) for a network trained
+    with the condition dropped (zeroed, ``diffusion.cond_drop_prob``): the prediction is
+    ``(1 + w) * pred(cond) - w * pred(zeros)``, both halves in one batched call."""
+    if guidance < 0:
+        raise ValueError(f"guidance must be >= 0, got {guidance}")
     net_dtype = dtype or _model_dtype(model)
     cond_in = cond.to(net_dtype)
+    if guidance > 0:
+        cond_in = torch.cat([cond_in, torch.zeros_like(cond_in)])
+
+    def predict(x_t: Tensor, t: Tensor) -> Tensor:
+        if guidance == 0:
+            return model(concat_condition(x_t.to(net_dtype), cond_in), t).float()
+        x2 = torch.cat([x_t, x_t]).to(net_dtype)
+        both = model(concat_condition(x2, cond_in), torch.cat([t, t])).float()
+        pred_c, pred_u = both.chunk(2)
+        return pred_c + guidance * (pred_c - pred_u)
 
     @torch.no_grad()
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
-        pred = model(concat_condition(x_t.to(net_dtype), cond_in), t).float()
+        pred = predict(x_t, t)
         x0 = to_x0(objective, pred, x_t, schedule.alpha_bar(t))
         if dynamic_threshold_percentile is not None:
             return dynamic_threshold(x0, dynamic_threshold_percentile)

@@ -30,10 +30,12 @@ def sample(
     clip_value: float = 1.0,
     dynamic_threshold_percentile: float | None = None,
     x_T: Tensor | None = None,
+    guidance: float = 0.0,
 ) -> Tensor:
     """Draw ``(B, target_channels, H, W)`` samples conditioned on ``cond`` ``(B, C_cond, H, W)``.
 
     ``model(x_concat, t)`` is any callable returning the network's prediction of ``objective``.
+    ``guidance``: classifier-free guidance weight (see :func:`make_denoiser`).
     """
     fn = get_sampler(sampler)
     if cond.ndim != 4:
@@ -57,5 +59,6 @@ def sample(
         clip=clip,
         clip_value=clip_value,
         dynamic_threshold_percentile=dynamic_threshold_percentile,
+        guidance=guidance,
     )
     return fn(denoise, x_T, schedule, timesteps, eta=eta, generator=generator, progress=progress)

@@ -101,6 +101,7 @@ class Pipeline:
         overlap: int,
         eta: float | None,
         estimate: str,
+        guidance: float = 0.0,
     ) -> tuple | None:
         """The CUDA-graph cache key of a call (None where graphs do not apply); counts calls:
         a graph is captured on the second call with the same shapes (a one-off image is cheaper
@@ -111,6 +112,7 @@ class Pipeline:
             and sampler in DETERMINISTIC
             and (sampler != "ddim" or not eta)
             and self.cfg.sample.dynamic_threshold is None
+            and not guidance  # a guided call runs a doubled batch, eagerly
         ):
             return None
         key = (tuple(cond_k.shape), sampler, steps, spacing, overlap, estimate == "perceptual")
@@ -136,6 +138,22 @@ class Pipeline:
             )
         return self._graphed[key](cond_k, x_T)
 
+    def _guidance(self, w: float, estimate: str) -> float:
+        """The guidance weight of a call, refused where the network never saw a dropped
+        condition (it would extrapolate away from an input it was not trained on)."""
+        if w < 0:
+            raise ValueError(f"guidance must be >= 0, got {w}")
+        if w and estimate == "perceptual":
+            raise ValueError(
+                "guidance applies to the diffusion estimates (sample, mean), not to perceptual"
+            )
+        if w and self.cfg.diffusion.cond_drop_prob == 0:
+            raise ValueError(
+                f"guidance {w} needs a model trained with the condition dropped "
+                "(diffusion.cond_drop_prob > 0, e.g. 0.1); this one was trained with 0"
+            )
+        return float(w)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -148,6 +166,7 @@ class Pipeline:
         eta: float | None = None,
         generator: torch.Generator | None = None,
         overlap: int | None = None,
+        guidance: float | None = None,
         progress: bool = False,
         noise: Tensor | None = None,
         callback: Callback | None = None,
@@ -163,7 +182,7 @@ class Pipeline:
         padded size, instead of drawing it from ``generator`` (the server draws it per request).
         ``callback(Progress)``: called before each network call and after each chunk of tiles;
         raising :class:`condiff.infer.progress.Cancelled` stops the run (a CUDA-graph replay
-        runs whole: the callback sees its start and its end).
+        runs whole: the callback sees its start and its end). ``guidance``: see ``_guidance``.
         """
         cond = batched_condition(cond, self.cond_channels)
         sc = self.cfg.sample
@@ -181,6 +200,7 @@ class Pipeline:
             network = self.perceptual_net
         mean = estimate == "mean"
         eta = sc.eta if eta is None else eta
+        cfg_w = self._guidance(sc.guidance if guidance is None else guidance, estimate)
         fn = get_sampler(sampler)
         b = cond.shape[0]
         cond = cond.to(self.device, torch.float32)
@@ -199,7 +219,7 @@ class Pipeline:
         bar = _bar(estimate, sampler, steps, calls) if progress else None
         callback = chain(bar, callback)
         try:
-            key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta, estimate)
+            key = self._graph_key(cond_k, sampler, steps, spacing, overlap, eta, estimate, cfg_w)
             if key is not None and (key in self._graphed or self._calls[key] >= 2):
                 if callback is not None:
                     callback(Progress(0, calls))
@@ -219,6 +239,7 @@ class Pipeline:
                 clip_value=self.cfg.diffusion.target_scale,
                 dynamic_threshold_percentile=sc.dynamic_threshold,
                 dtype=torch.float32,
+                guidance=cfg_w,
             )
             with autocast_ctx(self.dtype, self.device):
                 out = fn(
