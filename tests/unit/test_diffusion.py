@@ -226,3 +226,16 @@ def test_bad_arguments():
         diffusion_loss(model, torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8), sched)
     with pytest.raises(ValueError, match="unknown timestep spacing"):
         sched.timesteps(10, "random")
+
+
+def test_min_snr_weight_keeps_the_zero_snr_step_and_clips_the_rest():
+    import torch
+
+    from condiff.diffusion.objectives import snr_weight
+
+    snr = torch.tensor([0.0, 0.5, 5.0, 50.0])
+    torch.testing.assert_close(
+        snr_weight("v", snr, 5.0), torch.tensor([1.0, 0.5 / 1.5, 5 / 6, 5 / 51])
+    )
+    torch.testing.assert_close(snr_weight("eps", snr, 5.0), torch.tensor([1.0, 1.0, 1.0, 0.1]))
+    torch.testing.assert_close(snr_weight("x0", snr, 5.0), torch.tensor([1.0, 0.5, 5.0, 5.0]))

@@ -96,13 +96,21 @@ def eps_from_x0(x0_hat: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
 
 
 def snr_weight(objective: str, snr: Tensor, gamma: float) -> Tensor:
-    """Min-SNR-gamma loss weight (Hang et al. 2023), expressed for each objective's target."""
+    """Min-SNR-gamma loss weight (Hang et al. 2023), expressed for each objective's target.
+
+    A zero-SNR step (the top of a zero-terminal-SNR schedule: the posterior mean's one call)
+    keeps weight 1: the formula gives it 0 (v, x0) or 0/0 (eps), so the mean's step would learn
+    nothing."""
+    import torch
+
     clipped = snr.clamp(max=gamma)
     if objective == "eps":
-        return clipped / snr
-    if objective == "v":
-        return clipped / (snr + 1)
-    return clipped
+        w = clipped / snr.clamp(min=1e-20)
+    elif objective == "v":
+        w = clipped / (snr + 1)
+    else:
+        w = clipped
+    return torch.where(snr > 0, w, torch.ones_like(w))
 
 
 def diffusion_loss(
