@@ -9,7 +9,8 @@
 #               STAGES ("name overrides...; name overrides...") as more stages from the same
 #               base, with outputs; with .gpuv carried (HR Set5/Set14 + LPIPS weights:
 #               scripts/perceptual_data.py --quick) a Y PSNR / LPIPS table of them (and QUICK).
-#   PART=samples: the base (BASE_ARGS) and its samples (SAMPLES="name sampler steps [opts]; ...").
+#   PART=samples: the base (BASE_ARGS) and its samples (SAMPLES="name[:Set5,Set14] sampler steps
+#               [opts]; ...", all three sets unless named).
 #   PART=call3: RESUME ("name overrides...") resumed for PMIN more minutes, outputs, quick score.
 # Outputs come back as lossless WebP in tars of < 16 MiB ($OUT/NAME-k.tar); score them here with
 # scripts/score_outputs.py. Logs, metrics.jsonl and times in $OUT/logs-PART.tar.
@@ -33,7 +34,7 @@ stage() {  # NAME [overrides...]
 }
 outputs() {  # RUN ESTIMATE NAME [sample options...]
   local run=$1 est=$2 name=$3; shift 3
-  for s in Set5 Set14 BSD100; do
+  for s in ${SETS:-Set5 Set14 BSD100}; do
     cli sample --checkpoint "$W/$run" --input "$D/lr/$s" --output "$W/out/$name/$s" \
       --estimate "$est" --upscale 4 --no-progress --no-compile "$@" >> "$OUT/outputs.log" 2>&1
   done
@@ -96,7 +97,9 @@ case "${PART:-call1}" in
     IFS=';' read -r -a ALL <<< "${SAMPLES:-s ddpm 50}"
     for spec in "${ALL[@]}"; do
       read -r -a S3 <<< "$spec"; [ ${#S3[@]} -gt 2 ] || continue
-      outputs base sample "${S3[0]}" --sampler "${S3[1]}" --steps "${S3[2]}" "${S3[@]:3}"; pack "${S3[0]}"
+      n=${S3[0]%%:*}; sets=Set5,Set14,BSD100; [[ ${S3[0]} == *:* ]] && sets=${S3[0]#*:}
+      SETS=${sets//,/ } outputs base sample "$n" --sampler "${S3[1]}" --steps "${S3[2]}" "${S3[@]:3}"
+      pack "$n"; (cd "$OUT" && tar -cf logs-samples.tar *.log *.jsonl *.txt)
     done ;;
   call3)
     # RESUME="name overrides...": the stage resumed (--resume auto) for PMIN more minutes
