@@ -79,6 +79,7 @@ def tiny_run(tmp_path_factory) -> Path:
     assert rate > 0  # the steady rate is reported after training
     # --no-progress: one plain line per log window and per validation
     assert "step 5/60  loss " in p.stdout and "step 60/60  loss " in p.stdout
+    assert "start-up: " in p.stdout and " s to the first step (" in p.stdout
     assert "validation at step 60: mean_psnr " in p.stdout
     return root / "run"
 

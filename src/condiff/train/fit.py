@@ -43,6 +43,8 @@ def fit(
             loss, grad_norm, finite = step_fn(tr, tr.batches, tr.step)
             tr.count(window, loss, finite)
             steps_this_call += 1
+            if steps_this_call == 1:
+                tr.report_startup()
             window = tr.after_step(window, grad_norm)
             reason = tr.stop_reason(stop, stop_after, steps_this_call)
             if reason and tr.step != total:

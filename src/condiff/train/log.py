@@ -192,6 +192,11 @@ class RunLog:
     def message(self, text: str) -> None:
         self._line(text)
 
+    def startup(self, step: int, phases: dict[str, float], summary: str) -> None:
+        """The run's start-up, once per call (:mod:`condiff.train.startup`)."""
+        self._line(summary)
+        self._record({"kind": "startup", "step": step, **phases})
+
     def close(self) -> None:
         if self.pbar is not None:
             self.pbar.close()

@@ -38,6 +38,7 @@ from condiff.train.setup import (
     micro_batch,
     restore,
 )
+from condiff.train.startup import StartupClock
 from condiff.train.stop import StopFlag
 from condiff.train.validate import validate
 
@@ -74,6 +75,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, *, progress: bool = True) -> None:
         self.cfg, tc = cfg, cfg.train
+        self.clock = StartupClock()
         self.dist, self.device = init_distributed(tc.device)
         cuda = self.device.type == "cuda"
         self.precision = resolve_precision(tc.precision, self.device)
@@ -88,6 +90,7 @@ class Trainer:
         check_channels(cfg.model, self.source, cfg.diffusion.residual)
         self.train_idx, val_idx = split(self.source, cfg.data.val_count)
         self.val_set = ValCrops(self.source, val_idx, cfg.data.crop_size) if val_idx else None
+        self.clock.mark("data")
 
         torch.manual_seed(tc.seed)
         self.model: nn.Module = build_model(cfg).to(self.device)
@@ -98,6 +101,7 @@ class Trainer:
         self.opt, self.lr_sched = make_optimizer(cfg, self.model, fused)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
+        self.clock.mark("model")
         # the perceptual stage: discriminator, VGG16 features, the frozen diffusion weights
         self.adv = None
         if cfg.perceptual.enabled:
@@ -109,6 +113,8 @@ class Trainer:
             from condiff.train.adversarial import Adversarial
 
             self.adv = Adversarial(cfg, self.device, self.channels_last)
+        if self.adv is not None:
+            self.clock.mark("perceptual")
         self.step = 0
         self.seconds_before = 0.0  # training-loop seconds of earlier calls (resumed runs)
         self.result = FitResult(self.run_dir, 0, None)
@@ -159,10 +165,12 @@ class Trainer:
         elif tc.init_from:
             folder = init_weights(self.cfg, self.model, self.ema)
             notes.append(f"initialised from {folder} (weights and EMA; fresh optimizer)")
+        self.clock.mark("weights")
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
         self._wrap()
         self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self._loader())
+        self.clock.mark("loader")
         if self.dist.is_main:
             self.log = RunLog(
                 self.run_dir,
@@ -208,6 +216,12 @@ class Trainer:
         return self.loader
 
     # --- the periodic work: log, validate, checkpoint ----------------------------------------
+
+    def report_startup(self) -> None:
+        """After the first step of this call (its loss read back, so the GPU is done)."""
+        self.clock.mark("first step")
+        if self.log is not None:
+            self.log.startup(self.step, self.clock.phases, self.clock.summary())
 
     def count(self, window: Window, loss: Tensor, finite: bool) -> None:
         """Book one step: the window's sums, or a skipped (non-finite) step."""
