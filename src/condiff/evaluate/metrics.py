@@ -9,11 +9,15 @@ YCbCr with MATLAB's ``rgb2ycbcr`` conventions.
 from __future__ import annotations
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+# scikit-image is imported where PSNR and SSIM are computed: its metrics pull in scipy.stats (0.6 s), which
+# every training run would otherwise pay at start-up (issue 33) for a validation minutes later.
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
     """PSNR in dB for (H, W, C) arrays in [0, 1]; identical images give +inf."""
+    from skimage.metrics import peak_signal_noise_ratio
+
     return float(peak_signal_noise_ratio(target, pred, data_range=1.0))
 
 
@@ -21,6 +25,8 @@ def ssim(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean SSIM (Wang et al. 2004, 7x7 window as scikit-image's default), channels averaged."""
     win = min(7, *target.shape[:2])
     win -= 1 - win % 2  # odd
+    from skimage.metrics import structural_similarity
+
     return float(structural_similarity(target, pred, data_range=1.0, channel_axis=2, win_size=win))
 
 
@@ -70,6 +76,8 @@ def psnr_255(pred: np.ndarray, target: np.ndarray) -> float:
 
 def ssim_255(pred: np.ndarray, target: np.ndarray) -> float:
     """SSIM of two (H, W) images on the 0-255 scale, Wang et al. 2004's settings."""
+    from skimage.metrics import structural_similarity
+
     return float(
         structural_similarity(
             target,
