@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import run_cli
 
 
@@ -73,3 +75,17 @@ def test_version_config_errors_and_overrides_anywhere(tmp_path, tiny_run):
     p = run_cli("sample", "--checkpoint", str(ck), "--input", str(ck), "--output", str(tmp_path),
                 check=False)  # fmt: skip
     assert p.returncode == 2 and "config.json: expected a run config" in p.stderr
+
+
+def test_bench_infer_times_tile_plans_side_by_side(capsys):
+    from condiff.bench.infer import run_infer_bench
+
+    rows = run_infer_bench(
+        [96], preset="tiny", window=64, device="cpu", repeats=1, tiles=[(32, 8), (64, 16)]
+    )
+    # the training window's plan first, a repeated plan once, tiles as the tiler lays them
+    assert [(r.window, r.overlap, r.tiles) for r in rows] == [(64, 16, 4), (32, 8, 16)]
+    assert all(r.mean_ms > 0 and r.sample_ms > r.mean_ms for r in rows)
+    assert "tile/overlap" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="overlap lie in"):
+        run_infer_bench([64], preset="tiny", window=64, device="cpu", repeats=1, tiles=[(32, 32)])

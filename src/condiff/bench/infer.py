@@ -2,7 +2,8 @@
 (tiled at the training window, as users run photographs): the one-call posterior mean and a
 20-step dpmpp_2m sample per output size (dpmpp_2m whatever sampler a checkpoint's config names),
 with Mpix/s, the network work (tiles x forward FLOPs) and its share of the device's peak, side by
-side in one run."""
+side in one run. ``--tiles 64:16 128:32`` adds tile plans (window:overlap) beside the training
+window's, each timed on the same images (issue 33: fewer, larger tiles for the 1024² mean)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from condiff.infer.tiling import tile_starts
 @dataclass
 class InferRow:
     size: int
+    window: int  # tile side
+    overlap: int  # pixels shared by neighbouring tiles
     tiles: int  # network windows per call
     mean_ms: float
     sample_ms: float
@@ -52,9 +55,12 @@ def _pipeline(checkpoint: str | None, preset: str, window: int, device: torch.de
     return Pipeline(model, cfg, device=device, dtype=dtype, **speed)
 
 
-def bench_size(pipe, size: int, repeats: int, gflop: float, device: torch.device) -> InferRow:
+def bench_size(
+    pipe, size: int, repeats: int, gflop: float, device: torch.device, overlap: int
+) -> InferRow:
+    """One output size at the pipeline's window and ``overlap``."""
     cond = torch.rand(1, pipe.cond_channels, size, size) * 2 - 1
-    ov = pipe.window // 4
+    ov = overlap
     m = pipe.size_multiple
     padded = -(-size // m) * m
     tiles = len(tile_starts(padded, pipe.window, ov)) ** 2
@@ -63,7 +69,9 @@ def bench_size(pipe, size: int, repeats: int, gflop: float, device: torch.device
     def run(est: str) -> float:
         return timer(
             device,
-            lambda: pipe(cond, estimate=est, sampler="dpmpp_2m", steps=20, generator=gen),
+            lambda: pipe(
+                cond, estimate=est, sampler="dpmpp_2m", steps=20, generator=gen, overlap=ov
+            ),
             repeats,
             warmup=2,
         )
@@ -75,6 +83,8 @@ def bench_size(pipe, size: int, repeats: int, gflop: float, device: torch.device
     mpix = size * size / 1e6
     return InferRow(
         size,
+        pipe.window,
+        ov,
         tiles,
         1000 * mean_s,
         1000 * sample_s,
@@ -97,28 +107,44 @@ def run_infer_bench(
     compile: bool | None = None,
     graphs: bool | None = None,
     json_path: str | None = None,
+    tiles: list[tuple[int, int]] | None = None,
 ) -> list[InferRow]:
+    """``tiles``: (window, overlap) plans timed beside the training window's (window / 4)."""
     dev = bench_device(device)
     pipe = _pipeline(checkpoint, preset, window, dev, compile=compile, graphs=graphs)
-    gflop = forward_gflop(getattr(pipe.model, "_orig_mod", pipe.model), pipe.window)
+    plans = [(pipe.window, pipe.window // 4)]
+    plans += [p for p in tiles or [] if p not in plans]
+    for win, ov in plans:
+        if not 0 <= ov < win or win % pipe.size_multiple:
+            raise ValueError(
+                f"--tiles {win}:{ov}: the window must divide by {pipe.size_multiple} and the "
+                "overlap lie in [0, window)"
+            )
+    net = getattr(pipe.model, "_orig_mod", pipe.model)
     rows = []
-    for s in sizes:
-        with torch.inference_mode():
-            rows.append(bench_size(pipe, s, repeats, gflop, dev))
-        print(
-            f"  {s}px: mean {rows[-1].mean_ms:.1f} ms, sample {rows[-1].sample_ms:.0f} ms",
-            flush=True,
-        )
+    for win, ov in plans:
+        pipe.window = win
+        gflop = forward_gflop(net, win)
+        for s in sizes:
+            with torch.inference_mode():
+                rows.append(bench_size(pipe, s, repeats, gflop, dev, ov))
+            print(
+                f"  {s}px, tiles {win}/{ov}: mean {rows[-1].mean_ms:.1f} ms, "
+                f"sample {rows[-1].sample_ms:.0f} ms",
+                flush=True,
+            )
+    pipe.window = plans[0][0]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     what = checkpoint or f"{preset} (random weights)"
     print(
-        f"\ncondiff bench --infer on {name}, torch {torch.__version__}: {what}, window "
-        f"{pipe.window}, overlap {pipe.window // 4}, {pipe.dtype}, batch 1"
+        f"\ncondiff bench --infer on {name}, torch {torch.__version__}: {what}, training "
+        f"window {pipe.window}, {pipe.dtype}, batch 1"
     )
     print(
         table(
             [
                 Col("size", 6),
+                Col("tile/overlap", 13),
                 Col("tiles", 6),
                 Col("mean ms", 9),
                 Col("Mpix/s", 8),
@@ -131,6 +157,7 @@ def run_infer_bench(
             [
                 [
                     r.size,
+                    f"{r.window}/{r.overlap}",
                     r.tiles,
                     r.mean_ms,
                     r.mean_mpix_s,
@@ -145,7 +172,7 @@ def run_infer_bench(
         )
     )
     print(
-        "tiles: network windows per call (window / 4 overlap); TFLOP/call: tiles x the "
+        "tiles: network windows per call; TFLOP/call: tiles x the "
         "forward FLOPs of one window; peak: that work per second over the dense bf16 peak."
     )
     if json_path:

@@ -96,6 +96,14 @@ def _add_work(s: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--sizes", type=int, nargs="+", default=[256, 512, 1024], help="--infer output sides"
     )
+    g.add_argument(
+        "--tiles",
+        nargs="+",
+        default=[],
+        metavar="WINDOW:OVERLAP",
+        help="--infer: tile plans timed beside the training window's (window:window/4), e.g. "
+        "128:32 256:32",
+    )
 
 
 def _add_cpu_deploy(s: argparse.ArgumentParser) -> None:
@@ -209,6 +217,7 @@ def run(a: argparse.Namespace) -> int:
             device=a.device,
             repeats=a.repeats,
             json_path=a.json,
+            tiles=[_tile_plan(t) for t in a.tiles],
             **speed,
         )
         return 0
@@ -280,3 +289,11 @@ def _serve(a: argparse.Namespace) -> int:
         "requests per network batch (server metrics); warm-up: untimed requests sent first."
     )
     return 0
+
+
+def _tile_plan(text: str) -> tuple[int, int]:
+    try:
+        win, ov = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--tiles {text!r}: expected WINDOW:OVERLAP, e.g. 128:32") from None
+    return win, ov

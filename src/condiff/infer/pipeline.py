@@ -115,7 +115,8 @@ class Pipeline:
             and not guidance  # a guided call runs a doubled batch, eagerly
         ):
             return None
-        key = (tuple(cond_k.shape), sampler, steps, spacing, overlap, estimate == "perceptual")
+        perceptual = estimate == "perceptual"
+        key = (tuple(cond_k.shape), sampler, steps, spacing, self.window, overlap, perceptual)
         self._calls[key] = self._calls.get(key, 0) + 1
         return key
 
