@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# scikit-image is imported where PSNR and SSIM are computed: its metrics pull in scipy.stats (0.6 s), which
-# every training run would otherwise pay at start-up (issue 33) for a validation minutes later.
+# scikit-image is imported where PSNR and SSIM are computed: its metrics pull in scipy.stats
+# (0.6 s), which every training run would otherwise pay at start-up for a validation minutes later.
 
 
 def psnr(pred: np.ndarray, target: np.ndarray) -> float:
