@@ -1,0 +1,90 @@
+"""A denoiser's posterior mean against BM3D run on the same noisy inputs (issue 30, item 5).
+
+    pip install bm3d        # the reference implementation (Mäkinen et al.), not a condiff need
+    python scripts/bm3d_compare.py --checkpoint pretrained:denoise-gray-small \\
+        --sets ../shared/data/restore/test/Set12 --bundled --sigma 15 25 50
+
+The denoise protocol's items (the clean 8-bit image plus seeded float noise, unclipped), the
+model's one-call mean and BM3D (`bm3d.bm3d` for gray, `bm3d.bm3d_rgb` for colour, told the true
+sigma) on the same noisy array, both clamped and rounded to 8 bits, scored by the protocol
+(PSNR on the 0-255 scale). One row per set and level: the mean, BM3D, the difference and how
+many images the mean wins. ``--bundled`` adds the photographs condiff ships (scikit-image's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import condiff
+from condiff.data.bundled import export_bundled
+from condiff.data.io import from_model
+from condiff.evaluate.protocols import DenoiseProtocol
+
+
+def bm3d_estimate(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """(H, W, C) noisy float image in [0, 1]-ish -> BM3D's estimate, same shape."""
+    import bm3d
+
+    s = sigma / 255.0
+    if noisy.shape[2] == 3:
+        return np.asarray(bm3d.bm3d_rgb(noisy, s), dtype=np.float32)
+    return np.asarray(bm3d.bm3d(noisy[..., 0], s), dtype=np.float32)[..., None]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default="pretrained:denoise-gray-small")
+    ap.add_argument("--sets", nargs="*", default=[], help="clean test-set folders")
+    ap.add_argument("--bundled", action="store_true", help="also the bundled photographs")
+    ap.add_argument("--sigma", type=float, nargs="+", default=[15, 25, 50])
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    try:
+        import bm3d  # noqa: F401
+    except ImportError:
+        raise SystemExit("this comparison needs the bm3d package: pip install bm3d") from None
+    torch.set_num_threads(a.threads)
+    pipe = condiff.load(a.checkpoint, device="cpu")
+    proto = DenoiseProtocol(sigmas=tuple(a.sigma))
+    folders = [Path(s) for s in a.sets]
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.bundled:
+            folder = Path(tmp) / "bundled"
+            export_bundled(folder, pipe.cfg.data.color)
+            folders.append(folder)
+        items = proto.items(folders, color=pipe.cfg.data.color)
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    t_model = t_bm3d = 0.0
+    for it in items:
+        sigma = float(it.level.split("=")[1])
+        tgt = from_model(it.target)
+        t0 = time.perf_counter()
+        mean = pipe(it.cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))
+        t1 = time.perf_counter()
+        ref = bm3d_estimate(from_model(it.cond, clip=False), sigma)
+        t2 = time.perf_counter()
+        t_model, t_bm3d = t_model + t1 - t0, t_bm3d + t2 - t1
+        ours = proto.score(it, np.round(from_model(mean[0]) * 255) / 255, tgt)["psnr"]
+        theirs = proto.score(it, np.round(np.clip(ref, 0, 1) * 255) / 255, tgt)["psnr"]
+        rows.setdefault((it.group, it.level), []).append((ours, theirs))
+        print(f"  {it.group} {it.name} {it.level}: mean {ours:.2f}, BM3D {theirs:.2f}", flush=True)
+    print(f"\n{a.checkpoint} (posterior mean, one call) against BM3D on the same noisy inputs")
+    print("| set | level | images | mean | BM3D | mean - BM3D | mean wins |")
+    print("|---|---|---|---|---|---|---|")
+    for (group, level), r in rows.items():
+        o, t = np.array(r).T
+        print(
+            f"| {group} | {level} | {len(r)} | {o.mean():.2f} | {t.mean():.2f} | "
+            f"{o.mean() - t.mean():+.2f} | {(o > t).sum()} |"
+        )
+    print(f"\nCPU seconds: the mean {t_model:.0f}, BM3D {t_bm3d:.0f} ({a.threads} threads)")
+
+
+if __name__ == "__main__":
+    main()
