@@ -60,17 +60,16 @@ def bench_size(
 ) -> InferRow:
     """One output size at the pipeline's window and ``overlap``."""
     cond = torch.rand(1, pipe.cond_channels, size, size) * 2 - 1
-    ov = overlap
     m = pipe.size_multiple
     padded = -(-size // m) * m
-    tiles = len(tile_starts(padded, pipe.window, ov)) ** 2
+    tiles = len(tile_starts(padded, pipe.window, overlap)) ** 2
     gen = torch.Generator(device)
 
     def run(est: str) -> float:
         return timer(
             device,
             lambda: pipe(
-                cond, estimate=est, sampler="dpmpp_2m", steps=20, generator=gen, overlap=ov
+                cond, estimate=est, sampler="dpmpp_2m", steps=20, generator=gen, overlap=overlap
             ),
             repeats,
             warmup=2,
@@ -84,7 +83,7 @@ def bench_size(
     return InferRow(
         size,
         pipe.window,
-        ov,
+        overlap,
         tiles,
         1000 * mean_s,
         1000 * sample_s,

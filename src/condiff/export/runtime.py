@@ -141,9 +141,8 @@ class OrtPipeline:
             eta=eta,
         )
         out = decode_target(out, cond_k, residual=d.residual, scale=d.target_scale)[:, :, :h, :w]
-        refuse_nonfinite(
-            int(out.size - np.isfinite(out).sum())
-        )  # as the torch pipeline: no black image
+        # NaN/Inf refused where it is made, as in the torch pipeline: never a black image
+        refuse_nonfinite(int(out.size - np.isfinite(out).sum()))
         out = np.clip(out, -1, 1)
         if num_samples == 1:
             return out
