@@ -10,7 +10,7 @@
 #               base, with outputs; with .gpuv carried (HR Set5/Set14 + LPIPS weights:
 #               scripts/perceptual_data.py --quick) a Y PSNR / LPIPS table of them (and QUICK).
 #   PART=samples: the base (BASE_ARGS) and its samples (SAMPLES="name[:Set5,Set14] sampler steps
-#               [opts]; ...", all three sets unless named).
+#               [opts]; ...", all three sets unless named; "name[:sets] mean" for the mean).
 #   PART=call3: RESUME ("name overrides...") resumed for PMIN more minutes, outputs, quick score.
 # Outputs come back as lossless WebP in tars of < 16 MiB ($OUT/NAME-k.tar); score them here with
 # scripts/score_outputs.py. Logs, metrics.jsonl and times in $OUT/logs-PART.tar.
@@ -96,9 +96,10 @@ case "${PART:-call1}" in
     base; (cd "$OUT" && tar -cf logs-base.tar base.log base.jsonl times.txt)
     IFS=';' read -r -a ALL <<< "${SAMPLES:-s ddpm 50}"
     for spec in "${ALL[@]}"; do
-      read -r -a S3 <<< "$spec"; [ ${#S3[@]} -gt 2 ] || continue
+      read -r -a S3 <<< "$spec"; [ ${#S3[@]} -gt 1 ] || continue
       n=${S3[0]%%:*}; sets=Set5,Set14,BSD100; [[ ${S3[0]} == *:* ]] && sets=${S3[0]#*:}
-      SETS=${sets//,/ } outputs base sample "$n" --sampler "${S3[1]}" --steps "${S3[2]}" "${S3[@]:3}"
+      if [ "${S3[1]}" = mean ]; then SETS=${sets//,/ } outputs base mean "$n"
+      else SETS=${sets//,/ } outputs base sample "$n" --sampler "${S3[1]}" --steps "${S3[2]}" "${S3[@]:3}"; fi
       pack "$n"; (cd "$OUT" && tar -cf logs-samples.tar *.log *.jsonl *.txt)
     done ;;
   call3)
