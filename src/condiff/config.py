@@ -256,6 +256,11 @@ class TrainConfig(Checked):
     # Stop with a checkpoint after this many minutes in the training loop (a job's time limit);
     # --resume auto continues. None: no limit.
     max_minutes: Annotated[float | None, POSITIVE] = None
+    # Train for about this many minutes of the training loop in all (over resumed calls): after
+    # timing the first steps, train.steps is cut to the step the measured speed reaches when the
+    # budget is spent, so a cosine schedule ends on time (train.steps stays the upper bound;
+    # the plan is kept in the checkpoint). None: train.steps as set.
+    budget_minutes: Annotated[float | None, POSITIVE] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

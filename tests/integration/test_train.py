@@ -405,3 +405,35 @@ def test_nan_weights_are_never_checkpointed_nor_sampled_into_a_black_image(tiny_
         p.returncode == 2 and "NaN/Inf values; nothing written" in p.stderr and "in.png" in p.stderr
     )
     assert not list((tmp_path / "out").glob("*.png"))  # (a missing folder globs to nothing)
+
+
+def test_budget_minutes_cuts_the_steps_and_a_resumed_call_keeps_the_plan(tmp_path):
+    """train.budget_minutes plans after timing the first steps (inside the warm-up here) and
+    keeps the plan in every checkpoint. Speed-free: a budget spent by the timing itself ends the
+    run at step 50; one far above the configured steps keeps them, and that run, interrupted and
+    resumed, equals a plain run bit for bit (the arithmetic: tests/unit/test_config.py)."""
+    import json
+
+    def plans(run: Path) -> list[dict]:
+        recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in recs if r["kind"] == "budget"]
+
+    train = {"steps": 100_000, "warmup_steps": 51, "lr_schedule": "cosine", "log_every": 10}
+    train["budget_minutes"] = 1e-4
+    spent = fit(cfg_of(tmp_path / "spent", train=train), progress=False)
+    assert spent.step == 50 and not spent.interrupted
+    assert ckpt.read_state(spent.checkpoint)["planned_steps"] == 50
+    assert ckpt.read_config(spent.checkpoint)["train"]["steps"] == 50
+    assert [(r["step"], r["planned_steps"]) for r in plans(tmp_path / "spent")] == [(50, 50)]
+
+    train = {**train, "steps": 70, "budget_minutes": 600.0}
+    part = fit(cfg_of(tmp_path / "b", train=train), stop_after=60, progress=False)
+    assert part.interrupted and ckpt.read_state(part.checkpoint)["planned_steps"] == 70
+    done = fit(cfg_of(tmp_path / "b", train=train), resume="auto", progress=False)
+    assert done.step == 70 and not done.interrupted
+    assert len(plans(tmp_path / "b")) == 1  # the resumed call kept the plan
+    final = ckpt.read_state(done.checkpoint)
+    assert final["lr_schedule"]["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)  # cosine ended
+    fit(cfg_of(tmp_path / "p", train={**train, "budget_minutes": None}), progress=False)
+    assert_same(weights(tmp_path / "b"), weights(tmp_path / "p"))
+    assert_same(weights(tmp_path / "b", "ema"), weights(tmp_path / "p", "ema"))

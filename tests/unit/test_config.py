@@ -58,6 +58,7 @@ def test_demo_yaml_is_the_demo_config(device, name):
         ({"data": {"task": {"quality": 0}}}, "data.task.quality"),
         ({"sample": {"eta": -1}}, "sample.eta"),
         ({"train": {"max_minutes": 0}}, "train.max_minutes"),
+        ({"train": {"budget_minutes": -5}}, "train.budget_minutes"),
         ({"train": {"lr": float("inf")}}, "train.lr"),
         ({"train": {"weight_decay": float("nan")}}, "train.weight_decay"),
         ({"model": {"preset": "small"}, "data": {"crop_size": 50}}, "data.crop_size"),
@@ -87,3 +88,15 @@ def test_overrides_and_yaml_number_forms(tmp_path):
     assert cfg.model.out_img_channels == 3
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_budget_plan_arithmetic():
+    """train.budget_minutes (condiff.train.budget): the steps the measured speed fits in what is
+    left of the budget, less a 3% margin, between the current step and train.steps."""
+    from condiff.train.budget import calibration_steps, planned_steps
+
+    assert [calibration_steps(n) for n in (100_000, 70, 10)] == [50, 7, 3]
+    plan = dict(step=50, configured=10**6, steps_per_s=10.0, seconds_used=6.0, budget_minutes=1.0)
+    assert planned_steps(**plan) == 50 + 523  # floor(10 steps/s x 54 s x 0.97)
+    assert planned_steps(**{**plan, "configured": 100}) == 100  # never above train.steps
+    assert planned_steps(**{**plan, "seconds_used": 120.0}) == 50  # spent: stop here

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from condiff.config import RunConfig
+from condiff.train.budget import calibration_steps
 from condiff.train.step import optimizer_step
 from condiff.train.stop import StopFlag, quiet_torch_warnings
 from condiff.train.trainer import FitResult, Trainer, TrainingDiverged, Window
@@ -30,7 +31,9 @@ def fit(
     quiet_torch_warnings()
     tr = Trainer(cfg, progress=progress)
     tr.start(resume)
-    total, steps_this_call = cfg.train.steps, 0
+    steps_this_call = 0
+    budget = cfg.train.budget_minutes is not None and not tr.planned
+    calibrate = calibration_steps(cfg.train.steps)
     tr.t_start = time.perf_counter()
     window = Window()
     step_fn = optimizer_step
@@ -39,15 +42,18 @@ def fit(
 
         step_fn = adversarial_step
     with StopFlag() as stop:
-        while tr.step < total:
+        while tr.step < cfg.train.steps:  # cut by train.budget_minutes' plan
             loss, grad_norm, finite = step_fn(tr, tr.batches, tr.step)
             tr.count(window, loss, finite)
             steps_this_call += 1
             if steps_this_call == 1:
                 tr.report_startup()
+            elif budget and steps_this_call == calibrate:
+                tr.plan_budget(steps_this_call - 1)
+                budget = False
             window = tr.after_step(window, grad_norm)
             reason = tr.stop_reason(stop, stop_after, steps_this_call)
-            if reason and tr.step != total:
+            if reason and tr.step != cfg.train.steps:
                 tr.interrupt(reason)
                 break
     tr.close()

@@ -120,6 +120,15 @@ class RunLog:
         else:
             self.pbar.write(text)
 
+    def budget(self, step: int, planned: int, img_s: float, text: str) -> None:
+        """``train.budget_minutes``' plan: the run's new last step, a record and a line."""
+        self.total = planned
+        if self.pbar is not None:
+            self.pbar.total = planned
+            self.pbar.refresh()
+        self._record({"kind": "budget", "step": step, "planned_steps": planned, "img_per_s": img_s})
+        self._line(text)
+
     def step(self) -> None:
         if self.pbar is not None:
             self.pbar.update(1)

@@ -123,6 +123,8 @@ class Trainer:
         self.log: RunLog | None = None
         self.nonfinite_run = 0
         self.t_start = time.perf_counter()  # the training loop's start (set again by fit)
+        self.t_first = self.t_start  # the end of this call's first step
+        self.planned = False  # train.budget_minutes: the step count fitted (kept on resume)
 
     # --- resume / init_from ------------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class Trainer:
                 self.adv.restore(path, state)
             self.step = int(state["step"])
             self.seconds_before = float(state.get("train_seconds", 0.0))
+            self.planned = "planned_steps" in state
             self.result = FitResult(self.run_dir, self.step, path)
             notes.append(f"resumed from {path} at step {self.step}")
         elif self.adv is not None and tc.init_from:
@@ -220,8 +223,36 @@ class Trainer:
     def report_startup(self) -> None:
         """After the first step of this call (its loss read back, so the GPU is done)."""
         self.clock.mark("first step")
+        self.t_first = time.perf_counter()
         if self.log is not None:
             self.log.startup(self.step, self.clock.phases, self.clock.summary())
+
+    def plan_budget(self, timed_steps: int) -> None:
+        """``train.budget_minutes``: cut ``train.steps`` to what the speed of this call's steps
+        after the first (``timed_steps`` of them) fits in the budget; rank 0's plan for all."""
+        from condiff.train.budget import plan_message, planned_steps
+
+        tc, now = self.cfg.train, time.perf_counter()
+        rate = timed_steps / max(now - self.t_first, 1e-9)
+        planned = planned_steps(
+            step=self.step,
+            configured=tc.steps,
+            steps_per_s=rate,
+            seconds_used=self.seconds_before + now - self.t_start,
+            budget_minutes=float(tc.budget_minutes or 0.0),
+        )
+        if self.dist.enabled:
+            t = torch.tensor([planned], device=self.device)
+            torch.distributed.broadcast(t, src=0)
+            planned = int(t.item())
+        configured, tc.steps, self.planned = tc.steps, planned, True
+        if self.log is not None:
+            img_s = rate * tc.batch_size
+            budget = float(tc.budget_minutes or 0.0)
+            text = plan_message(
+                budget_minutes=budget, img_s=img_s, planned=planned, configured=configured
+            )
+            self.log.budget(self.step, planned, round(img_s, 1), text)
 
     def count(self, window: Window, loss: Tensor, finite: bool) -> None:
         """Book one step: the window's sums, or a skipped (non-finite) step."""
@@ -306,6 +337,8 @@ class Trainer:
                 # wall time spent in the training loop so far, over all resumed calls
                 "train_seconds": self.seconds_before + time.perf_counter() - self.t_start,
             }
+            if self.planned:
+                state["planned_steps"] = self.cfg.train.steps
             model, ema, extra = self.model, self.ema.model, None
             if self.adv is not None:  # the diffusion weights ride along; the generator beside
                 model, ema = self.adv.frozen["model"], self.adv.frozen["ema"]
