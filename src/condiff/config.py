@@ -259,7 +259,7 @@ class TrainConfig(Checked):
     # Train for about this many minutes of the training loop in all (over resumed calls): after
     # timing the first steps, train.steps is cut to the step the measured speed reaches when the
     # budget is spent, so a cosine schedule ends on time (train.steps stays the upper bound;
-    # the plan is kept in the checkpoint). None: train.steps as set.
+    # the plan is kept in the checkpoint for resumed calls that keep a budget). None: train.steps.
     budget_minutes: Annotated[float | None, POSITIVE] = None
 
     def __post_init__(self) -> None:

@@ -43,7 +43,9 @@ def close(a: dict, b: dict, rtol: float = 1e-5) -> None:
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
+    # a budget far above 8 steps: planned at step 3 on every rank (rank 0's plan broadcast)
     over = ["train.steps=8", "train.batch_size=8", "train.grad_accum=2", "--no-progress"]
+    over += ["train.budget_minutes=600"]
     one = write_yaml(tmp_path / "one.yaml", tiny_config(tmp_path / "one"))
     two = write_yaml(tmp_path / "two.yaml", tiny_config(tmp_path / "two"))
     run_cli("train", "--config", str(one), *over, env={"OMP_NUM_THREADS": "1"})
@@ -53,12 +55,18 @@ def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
     # only rank 0 wrote: one checkpoint folder, one TensorBoard file
     assert len(ckpt.list_checkpoints(tmp_path / "two" / "checkpoints")) == 1
     assert len(list((tmp_path / "two" / "tb").glob("events.*"))) == 1
+    assert (
+        ckpt.read_state(ckpt.latest_checkpoint(tmp_path / "two" / "checkpoints"))["planned_steps"]
+        == 8
+    )
     # resume the 2-process run on 1 process, and the 1-process run on 2 processes, to step 12
+    # (without a budget: train.steps, not the plan, says where a resumed run ends)
     more = ["train.steps=12", "train.batch_size=8", "train.grad_accum=2", "--no-progress"]
     run_cli("train", "--config", str(two), "--resume", "auto", *more)
     torchrun(2, "train", "--config", str(one), "--resume", "auto", *more)
     close(weights(tmp_path / "one"), weights(tmp_path / "two"))
     assert torch.isfinite(next(iter(weights(tmp_path / "two").values()))).all()
+    assert ckpt.latest_checkpoint(tmp_path / "two" / "checkpoints").name.endswith("12")
 
 
 @pytest.mark.slow

@@ -6,8 +6,9 @@ the run times a few steps early in its first call (the first step, which compile
 then cuts ``train.steps`` (never raises it: it stays the upper bound) to the step the measured
 speed reaches when the budget is spent. The warm-up is usually still running then, so the
 schedule changes before its cosine starts. The plan is written into every checkpoint
-(``planned_steps`` in ``state.pt``): a resumed call keeps it, so chained calls
-(``train.max_minutes`` + ``--resume auto``) train to the same step and resume exactly.
+(``planned_steps`` in ``state.pt``): a resumed call that still sets a budget keeps it, so
+chained calls (``train.max_minutes`` + ``--resume auto``) train to the same step and resume
+exactly; one without ``budget_minutes`` trains to its own ``train.steps`` (to extend a run).
 
 The budget counts the training loop's seconds over all calls (``train_seconds``), not start-up.
 """

@@ -120,8 +120,8 @@ def restore(
     ckpt.load_weights(model, path / files[0])
     ckpt.load_weights(ema.model, path / files[1])
     state = ckpt.read_state(path)
-    if "planned_steps" in state:  # train.budget_minutes' plan, made in an earlier call
-        tc.steps = int(state["planned_steps"])
+    if "planned_steps" in state and tc.budget_minutes is not None:
+        tc.steps = int(state["planned_steps"])  # train.budget_minutes' plan, made earlier
     opt.load_state_dict(state["optimizer"])
     lr_sched.load_state_dict(state["lr_schedule"])
     if scaler is not None and state.get("scaler"):

@@ -153,7 +153,7 @@ class Trainer:
                 self.adv.restore(path, state)
             self.step = int(state["step"])
             self.seconds_before = float(state.get("train_seconds", 0.0))
-            self.planned = "planned_steps" in state
+            self.planned = "planned_steps" in state and tc.budget_minutes is not None
             self.result = FitResult(self.run_dir, self.step, path)
             notes.append(f"resumed from {path} at step {self.step}")
         elif self.adv is not None and tc.init_from:
