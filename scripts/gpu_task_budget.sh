@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 30 on one lent GPU: a task recipe trained to a budget of minutes over chained calls on
+# one warm machine (train.budget_minutes fits the cosine to the minutes; docs/NOTES.md, "State of
+# the issues"), then scored with `condiff evaluate --protocol` on the field's sets.
+# Carry .gpu1 (bash scripts/gpu_data.sh: BSD400, Set12, BSD68, Classic5, LIVE1 as Y).
+#   PART=A: train CONFIG (configs/denoise-gray.yaml) for at most MAXA (9) minutes of a
+#           BUDGET (15) minute plan; ARGS: more overrides (e.g. train.ema_decay=0.999).
+#   PART=B: --resume auto to the plan's end (same CONFIG, BUDGET, ARGS), then the posterior
+#           mean on SETS (Set12 BSD68 / Classic5 LIVE1) with PROTOCOL (denoise / jpeg), and the
+#           seconds per image; reports and logs come back in $OUT/NAME.tgz.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+OUT=${OUT:-out}; DATA=${DATA:-.gpu1}; CONFIG=${CONFIG:-configs/denoise-gray.yaml}
+NAME=${NAME:-$(basename "$CONFIG" .yaml)-${BUDGET:-15}min}; RUN=/tmp/runs/$NAME
+mkdir -p "$OUT/$NAME"; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"
+[ -d "$DATA/train/bsd400" ] || { echo "no $DATA/train/bsd400: carry it"; exit 3; }
+train() {  # overrides...
+  python3 -m condiff.cli train --config "$CONFIG" --no-progress data.root="$DATA/train/bsd400" \
+    train.output_dir="$RUN" train.compile=true train.steps=100000 \
+    train.budget_minutes="${BUDGET:-15}" ${ARGS:-} "$@" >> "$OUT/$NAME/train.log" 2>&1
+  echo "train rc $?"; grep -E "start-up|budget|validation|done|interrupted" "$OUT/$NAME/train.log" | tail -n 8
+}
+case "${PART:-A}" in
+  A) train train.max_minutes="${MAXA:-9}" ;;
+  B) train --resume auto
+     case "$CONFIG" in *jpeg*) P=${PROTOCOL:-jpeg}; S=${SETS:-Classic5 LIVE1} ;;
+                       *) P=${PROTOCOL:-denoise}; S=${SETS:-Set12 BSD68} ;; esac
+     imgs=(); for s in $S; do imgs+=("$DATA/test/$s"); done
+     python3 -m condiff.cli evaluate --checkpoint "$RUN" --protocol "$P" --images "${imgs[@]}" \
+       --estimate mean --no-progress --output "$OUT/$NAME/eval" > "$OUT/$NAME/eval.log" 2>&1
+     echo "evaluate rc $?"; grep -A12 "^| method" "$OUT/$NAME/eval/report.md" | head -n 30 ;;
+esac
+cp "$RUN/metrics.jsonl" "$OUT/$NAME/" 2>/dev/null
+tar czf "$OUT/$NAME-${PART:-A}.tgz" --exclude=grids -C "$OUT" "$NAME" && rm -rf "${OUT:?}/$NAME"
+ls -la "$OUT"
