@@ -7,7 +7,8 @@
 #           BUDGET (15) minute plan; ARGS: more overrides (e.g. train.ema_decay=0.999).
 #   PART=B: --resume auto to the plan's end (same CONFIG, BUDGET, ARGS), then the posterior
 #           mean on SETS (Set12 BSD68 / Classic5 LIVE1) with PROTOCOL (denoise / jpeg), and the
-#           seconds per image; reports and logs come back in $OUT/NAME.tgz.
+#           seconds per image (and a 20-step sample's on the first 10 images of each set);
+#           reports and logs come back in $OUT/NAME-PART.tgz.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 OUT=${OUT:-out}; DATA=${DATA:-.gpu1}; CONFIG=${CONFIG:-configs/denoise-gray.yaml}
@@ -28,7 +29,12 @@ case "${PART:-A}" in
      imgs=(); for s in $S; do imgs+=("$DATA/test/$s"); done
      python3 -m condiff.cli evaluate --checkpoint "$RUN" --protocol "$P" --images "${imgs[@]}" \
        --estimate mean --no-progress --output "$OUT/$NAME/eval" > "$OUT/$NAME/eval.log" 2>&1
-     echo "evaluate rc $?"; grep -A12 "^| method" "$OUT/$NAME/eval/report.md" | head -n 30 ;;
+     echo "evaluate rc $?"; grep -A12 "^| method" "$OUT/$NAME/eval/report.md" | head -n 30
+     # issue 30 item 4: seconds per image of a 20-step sample, on the first 10 of each set
+     python3 -m condiff.cli evaluate --checkpoint "$RUN" --protocol "$P" --images "${imgs[@]}" \
+       --estimate sample --samples dpmpp_2m:20 --limit 10 --no-progress \
+       --output "$OUT/$NAME/eval-sample" > "$OUT/$NAME/eval-sample.log" 2>&1
+     echo "evaluate (sample) rc $?" ;;
 esac
 cp "$RUN/metrics.jsonl" "$OUT/$NAME/" 2>/dev/null
 tar czf "$OUT/$NAME-${PART:-A}.tgz" --exclude=grids -C "$OUT" "$NAME" && rm -rf "${OUT:?}/$NAME"
