@@ -20,6 +20,13 @@ import math
 MARGIN = 0.03  # of the remaining time, kept for validations and checkpoints
 
 
+def kept_plan(state: dict, budget_minutes: float | None) -> int | None:
+    """The plan a checkpoint's state carries, if this call still sets a budget (else None)."""
+    if budget_minutes is None or "planned_steps" not in state:
+        return None
+    return int(state["planned_steps"])
+
+
 def calibration_steps(steps: int) -> int:
     """Steps of the first call timed before the plan: 50, or a tenth of a short run (>= 3)."""
     return max(3, min(50, steps // 10))

@@ -32,7 +32,6 @@ def fit(
     tr = Trainer(cfg, progress=progress)
     tr.start(resume)
     steps_this_call = 0
-    budget = cfg.train.budget_minutes is not None and not tr.planned
     calibrate = calibration_steps(cfg.train.steps)
     tr.t_start = time.perf_counter()
     window = Window()
@@ -48,9 +47,8 @@ def fit(
             steps_this_call += 1
             if steps_this_call == 1:
                 tr.report_startup()
-            elif budget and steps_this_call == calibrate:
+            elif steps_this_call == calibrate and cfg.train.budget_minutes and not tr.planned:
                 tr.plan_budget(steps_this_call - 1)
-                budget = False
             window = tr.after_step(window, grad_norm)
             reason = tr.stop_reason(stop, stop_after, steps_this_call)
             if reason and tr.step != cfg.train.steps:

@@ -17,6 +17,7 @@ from condiff.config import ModelConfig, RunConfig, from_dict
 from condiff.data import GlobalSampleSampler, ImageSource, TrainCrops
 from condiff.data.datasets import collate
 from condiff.nn import ConditionalUNet
+from condiff.train.budget import kept_plan
 from condiff.train.ema import EMA
 from condiff.train.stop import loader_worker_init
 
@@ -120,8 +121,9 @@ def restore(
     ckpt.load_weights(model, path / files[0])
     ckpt.load_weights(ema.model, path / files[1])
     state = ckpt.read_state(path)
-    if "planned_steps" in state and tc.budget_minutes is not None:
-        tc.steps = int(state["planned_steps"])  # train.budget_minutes' plan, made earlier
+    planned = kept_plan(state, tc.budget_minutes)  # train.budget_minutes' plan, made earlier
+    if planned is not None:
+        tc.steps = planned
     opt.load_state_dict(state["optimizer"])
     lr_sched.load_state_dict(state["lr_schedule"])
     if scaler is not None and state.get("scaler"):

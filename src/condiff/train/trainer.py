@@ -26,6 +26,7 @@ from condiff.diffusion import NoiseSchedule
 from condiff.nn import set_attention_kernel
 from condiff.nn.compiled import compile_module
 from condiff.nn.precision import resolve_precision
+from condiff.train.budget import kept_plan, plan_message, planned_steps
 from condiff.train.distributed import init_distributed, shutdown
 from condiff.train.ema import EMA
 from condiff.train.log import RunLog
@@ -153,7 +154,7 @@ class Trainer:
                 self.adv.restore(path, state)
             self.step = int(state["step"])
             self.seconds_before = float(state.get("train_seconds", 0.0))
-            self.planned = "planned_steps" in state and tc.budget_minutes is not None
+            self.planned = kept_plan(state, tc.budget_minutes) is not None
             self.result = FitResult(self.run_dir, self.step, path)
             notes.append(f"resumed from {path} at step {self.step}")
         elif self.adv is not None and tc.init_from:
@@ -230,16 +231,15 @@ class Trainer:
     def plan_budget(self, timed_steps: int) -> None:
         """``train.budget_minutes``: cut ``train.steps`` to what the speed of this call's steps
         after the first (``timed_steps`` of them) fits in the budget; rank 0's plan for all."""
-        from condiff.train.budget import plan_message, planned_steps
-
         tc, now = self.cfg.train, time.perf_counter()
+        budget = float(tc.budget_minutes or 0.0)
         rate = timed_steps / max(now - self.t_first, 1e-9)
         planned = planned_steps(
             step=self.step,
             configured=tc.steps,
             steps_per_s=rate,
             seconds_used=self.seconds_before + now - self.t_start,
-            budget_minutes=float(tc.budget_minutes or 0.0),
+            budget_minutes=budget,
         )
         if self.dist.enabled:
             t = torch.tensor([planned], device=self.device)
@@ -248,7 +248,6 @@ class Trainer:
         configured, tc.steps, self.planned = tc.steps, planned, True
         if self.log is not None:
             img_s = rate * tc.batch_size
-            budget = float(tc.budget_minutes or 0.0)
             text = plan_message(
                 budget_minutes=budget, img_s=img_s, planned=planned, configured=configured
             )
