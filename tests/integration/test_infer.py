@@ -229,6 +229,13 @@ def test_evaluate_cli_writes_a_report(tiny_run, tmp_path):
     for key, s in summary.items():
         vals = [float(r["psnr"]) for r in rows if r["method"] == key]
         assert float(s["psnr"]) == pytest.approx(np.mean(vals), abs=1e-4)
+        # each method's first call at an input size is its warm-up, left out of the timing
+        mine = [r for r in rows if r["method"] == key]
+        flags = [r["warmup"] for r in mine]
+        assert flags[0] == "1" and flags.count("1") == len({Image.open(g).size for g in grids})
+        steady = [float(r["seconds"]) for r in mine if r["warmup"] == "0"]
+        steady = steady or [float(r["seconds"]) for r in mine]
+        assert float(s["seconds_per_image"]) == pytest.approx(np.mean(steady), abs=1e-3)
     # the baseline row is the bicubic upscale itself, recomputed here by hand
     from condiff.data.datasets import full_images, split, task_source
     from condiff.data.io import from_model

@@ -216,6 +216,11 @@ def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
     with pytest.raises(TrainingDiverged, match="3 consecutive non-finite") as e:
         fit(bad, resume="auto", progress=False)
     assert "step_000000005" in str(e.value)
+    # it says where the first skipped step went wrong, and only the levers not already pulled
+    msg = str(e.value)
+    assert "non-finite gradient in" in msg or ": the forward pass" in msg, msg
+    assert "train.lr (now 1e+30)" in msg and "train.grad_clip=1.0" in msg
+    assert "precision=bf16" not in msg  # fp32 on this CPU: no fp16 to leave
     last = ckpt.latest_checkpoint(tmp_path / "r" / "checkpoints")
     assert last is not None and last.name == "step_000000005"
     assert all(torch.isfinite(v).all() for v in load_file(str(last / "ema.safetensors")).values())

@@ -121,7 +121,12 @@ def run_infer_bench(
             )
     net = getattr(pipe.model, "_orig_mod", pipe.model)
     rows = []
-    for win, ov in plans:
+    for k, (win, ov) in enumerate(plans):
+        if k:  # each plan compiles afresh, as a new process would: a graph compiled for one
+            # window recompiles for the next with dynamic shapes (slower kernels), which would
+            # charge one plan's timing with another's compile (issue 33, session 12)
+            torch._dynamo.reset()
+            pipe = _pipeline(checkpoint, preset, window, dev, compile=compile, graphs=graphs)
         pipe.window = win
         gflop = forward_gflop(net, win)
         for s in sizes:

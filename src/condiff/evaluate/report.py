@@ -48,6 +48,15 @@ class Row:
     metrics: dict[str, float]
     level: str = ""
     also: tuple[str, ...] = ()
+    # the method's first call at this input size: compile and warm-up, left out of the timing
+    warmup: bool = False
+
+
+def seconds_per_image(rows: list[Row]) -> float:
+    """Mean seconds per image, leaving out each method's first call at each input size (where
+    ``torch.compile`` and CUDA graphs pay their warm-up) unless that is all there is."""
+    timed = [r.seconds for r in rows if not r.warmup] or [r.seconds for r in rows]
+    return float(np.mean(timed))
 
 
 @dataclass
@@ -58,6 +67,8 @@ class Report:
     notes: list[str] = field(default_factory=list)  # e.g. scores skipped, and why
     # set-level scores (KID, FID on crops) by (group, level, method label)
     set_scores: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
+    # (method label, input shape) pairs already run: their next calls are timed as steady
+    warmed: set[tuple[str, tuple[int, ...]]] = field(default_factory=set)
 
     def metric_names(self) -> list[str]:
         names: list[str] = []
@@ -94,7 +105,7 @@ class Report:
                 "steps": rows[0].steps,
                 "nfe": rows[0].nfe,
                 "images": len(rows),
-                "seconds_per_image": float(np.mean([r.seconds for r in rows])),
+                "seconds_per_image": seconds_per_image(rows),
             }
             for m in self.metric_names():
                 vals = [r.metrics[m] for r in rows if m in r.metrics]
@@ -178,6 +189,9 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
         plan.sets.add(groups, it.level, None, tgt)
     for m in methods:
         est, std, dt = run_method(pipe, m, it.cond, plan.baseline, plan.seed)
+        shape = (m.label, tuple(it.cond.shape))
+        warmup = shape not in report.warmed
+        report.warmed.add(shape)
         pred = from_model(est)
         if plan.quantize:
             pred = np.round(pred * 255) / 255
@@ -200,6 +214,7 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
                 scores,
                 it.level,
                 it.also,
+                warmup,
             )
         )
         if m.estimate in ("baseline", "perceptual") or (
@@ -239,7 +254,7 @@ def write_csvs(report: Report) -> list[dict]:
     with (out / "metrics.csv").open("w", newline="") as f:
         w = csv.writer(f)
         head = ["group", "level", "image", "method", "estimate", "sampler", "steps", "nfe"]
-        w.writerow([*head, "seconds", *names])
+        w.writerow([*head, "seconds", "warmup", *names])
         for r in report.rows:
             w.writerow(
                 [
@@ -252,6 +267,7 @@ def write_csvs(report: Report) -> list[dict]:
                     r.steps,
                     r.nfe,
                     f"{r.seconds:.4f}",
+                    int(r.warmup),
                     *(f"{r.metrics[m]:.5f}" if m in r.metrics else "" for m in names),
                 ]
             )

@@ -229,6 +229,9 @@ def _closing(report: Report, protocol: Protocol, mm: Means) -> list[str]:
         f"Grids ({caption}): `grids/`. Per-image figures: `metrics.csv`; means: `summary.csv`; "
         f"plots: {', '.join(f'`{p}`' for p in plots) or 'none'}.",
         "",
+        "Seconds per image time the network's work; each method's first call at each input size "
+        "(compile, warm-up) is left out of the mean, unless it is the only one.",
+        "",
     ]
     lines += [f"- {n}" for n in report.notes]
     lines += ["", NOT_OFFLINE, ""]

@@ -90,6 +90,23 @@ def micro_loss(tr, cond: Tensor, x0: Tensor, step: int, k: int) -> Tensor:
     return loss / cfg.train.grad_accum
 
 
+def nonfinite_grads(model: torch.nn.Module, limit: int = 3) -> tuple[list[str], int, int]:
+    """Where a skipped step's gradient went non-finite: the names of the first ``limit``
+    parameters whose gradient holds inf or NaN, how many do, and how many have a gradient.
+    Run only on a skipped step (one host sync per parameter)."""
+    names: list[str] = []
+    bad = total = 0
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        total += 1
+        if not bool(torch.isfinite(p.grad).all()):
+            bad += 1
+            if len(names) < limit:
+                names.append(name.removeprefix("module."))
+    return names, bad, total
+
+
 def backward(tr, loss: Tensor) -> None:
     (tr.scaler.scale(loss) if tr.scaler is not None else loss).backward()
 

@@ -9,6 +9,7 @@ checkpoint) and :meth:`Trainer.stop_reason`, and at the end :meth:`Trainer.close
 from __future__ import annotations
 
 import gc
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from condiff.config import RunConfig, save_config
 from condiff.data import ValCrops, check_channels, make_source, split
 from condiff.diffusion import NoiseSchedule
 from condiff.nn import set_attention_kernel
+from condiff.nn.attention import get_attention_kernel
 from condiff.nn.compiled import compile_module
 from condiff.nn.precision import resolve_precision
 from condiff.train.budget import kept_plan, plan_message, planned_steps
@@ -40,12 +42,13 @@ from condiff.train.setup import (
     restore,
 )
 from condiff.train.startup import StartupClock
+from condiff.train.step import nonfinite_grads
 from condiff.train.stop import StopFlag
 from condiff.train.validate import validate
 
 
 class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite losses; the last good checkpoint is kept."""
+    """Too many consecutive non-finite steps (loss or gradient); the last good checkpoint is kept."""
 
 
 @dataclass
@@ -123,6 +126,7 @@ class Trainer:
         self.ddp: DDP | None = None
         self.log: RunLog | None = None
         self.nonfinite_run = 0
+        self.nonfinite_where = ""  # the first skipped step of the current run, in words
         self.t_start = time.perf_counter()  # the training loop's start (set again by fit)
         self.t_first = self.t_start  # the end of this call's first step
         self.planned = False  # train.budget_minutes: the step count fitted (kept on resume)
@@ -265,15 +269,40 @@ class Trainer:
             return
         self.nonfinite_run += 1
         self.result.skipped_steps += 1
+        if self.nonfinite_run == 1:  # the first of a run of skipped steps: say where it went
+            self.nonfinite_where = self._where_nonfinite(loss)
+            if self.log is not None:
+                self.log.message(f"step {self.step - 1} skipped: {self.nonfinite_where}")
         if self.log is not None:
             self.log.skipped(self.step - 1, self.result.skipped_steps)
         if self.nonfinite_run >= self.cfg.train.max_nonfinite:
             last = ckpt.latest_checkpoint(self.ckpt_root)
             raise TrainingDiverged(
-                f"{self.nonfinite_run} consecutive non-finite losses at step {self.step - 1}; "
-                f"stopping. Last good checkpoint: {last or 'none yet'}. Try a lower train.lr, "
-                "train.precision=bf16 instead of fp16, or train.grad_clip=1.0"
+                f"{self.nonfinite_run} consecutive non-finite steps at step {self.step - 1} "
+                f"(the first: {self.nonfinite_where}); stopping. Last good checkpoint: "
+                f"{last or 'none yet'}. {self._divergence_hint()}"
             )
+
+    def _where_nonfinite(self, loss: Tensor) -> str:
+        """A skipped step in words: the loss, and the parameters whose gradient is not finite."""
+        names, bad, total = nonfinite_grads(self.model)
+        lv = float(loss)
+        what = f"loss {lv:.4g} (finite)" if math.isfinite(lv) else f"loss {lv}: the forward pass"
+        if not bad:
+            return f"{what}; the gradient norm overflowed"
+        return f"{what}; non-finite gradient in {bad} of {total} parameters ({', '.join(names)})"
+
+    def _divergence_hint(self) -> str:
+        """The levers worth trying, leaving out the ones the run already pulls."""
+        tc = self.cfg.train
+        tips = [f"a lower train.lr (now {tc.lr:g})"]
+        if self.precision == "fp16":
+            tips.append("train.precision=bf16 instead of fp16")
+        if not 0 < tc.grad_clip <= 1.0:
+            tips.append("train.grad_clip=1.0")
+        if get_attention_kernel() == "triton":
+            tips.append("train.attention=sdpa (rules condiff's Triton attention kernel out)")
+        return "Try " + ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
 
     def after_step(self, window: Window, grad_norm: Tensor) -> Window:
         """Log a finished window, validate, checkpoint, as their intervals say."""
