@@ -9,6 +9,8 @@
 #           mean on SETS (Set12 BSD68 / Classic5 LIVE1) with PROTOCOL (denoise / jpeg), and the
 #           seconds per image (and a 20-step sample's on the first 10 images of each set);
 #           reports and logs come back in $OUT/NAME-PART.tgz.
+#   PART=AB: both in one call (a budget that fits one call: BUDGET <= 6 with the evaluation).
+# A run that stops on non-finite steps (rc 2) says in train.log which parameters went first.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 OUT=${OUT:-out}; DATA=${DATA:-.gpu1}; CONFIG=${CONFIG:-configs/denoise-gray.yaml}
@@ -22,6 +24,7 @@ train() {  # overrides...
   echo "train rc $?"; grep -E "start-up|budget|validation|done|interrupted" "$OUT/$NAME/train.log" | tail -n 8
 }
 case "${PART:-A}" in
+  AB) PART=A MAXA=${MAXA:-30} bash "$0" && PART=B bash "$0"; exit ;;
   A) train train.max_minutes="${MAXA:-9}" ;;
   B) train --resume auto
      case "$CONFIG" in *jpeg*) P=${PROTOCOL:-jpeg}; S=${SETS:-Classic5 LIVE1} ;;
