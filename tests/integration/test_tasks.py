@@ -142,3 +142,25 @@ def test_protocols_refuse_the_wrong_model_or_set(photos, tmp_path):
         "train", "--config", "configs/denoise-gray.yaml", "data.task.sigma=[60,20]", check=False
     )
     assert p.returncode == 2 and "data.task.sigma" in p.stderr
+
+
+def test_colour_jpeg_config_trains_and_is_scored_in_rgb(photos, tmp_path):
+    """configs/jpeg-rgb.yaml (issue 30, item 2) at the tiny size: it trains on colour photographs,
+    and `evaluate --protocol jpeg` scores it in RGB, without the gray/Y published rows."""
+    data, run = export_bundled(tmp_path / "data", "rgb")[0].parent, tmp_path / "run"
+    over = ["model.preset=tiny", "model.in_img_channels=6", "model.out_img_channels=3",
+            f"data.root={data}", "data.crop_size=16", "data.val_count=1", "data.num_workers=0",
+            f"train.output_dir={run}", "train.steps=4", "train.batch_size=4", "train.compile=false",
+            "train.warmup_steps=1", "train.val_every=4", "train.ckpt_every=4", "train.val_steps=2"]  # fmt: skip
+    assert "done: step 4" in run_cli("train", "--config", "configs/jpeg-rgb.yaml", *over).stdout
+    out = tmp_path / "rep"
+    p = run_cli("evaluate", "--checkpoint", str(run), "--protocol", "jpeg", "--images",
+                str(photos[1]), "--quality", "10", "--estimate", "mean", "--output", str(out),
+                "--no-progress")  # fmt: skip
+    assert "RGB" in p.stdout and "published" not in p.stdout.split("## q=10")[1].split("\n\n")[1]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {r["method"] for r in rows} == {"baseline", "mean"} and len(rows) == 4
+    assert all(float(r["psnr"]) > 15 and 0 < float(r["ssim"]) <= 1 for r in rows)
+    p = run_cli("evaluate", "--checkpoint", str(run), "--protocol", "jpeg", "--images",
+                str(photos[0]), "--output", str(tmp_path / "g"), check=False)  # fmt: skip
+    assert p.returncode == 2 and "a gray image, but this model restores colour images" in p.stderr

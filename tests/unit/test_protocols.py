@@ -79,6 +79,36 @@ def test_jpeg_works_on_matlabs_y_and_ijg_encoding(tmp_path):
     assert (got == y).all()  # the clean image is MATLAB's Y, not luma
 
 
+def test_jpeg_scores_a_colour_model_in_rgb_as_it_trains(tmp_path):
+    """A colour model: the RGB image JPEG-encoded as the training task encodes it, scored over
+    all channels, with no gray/Y published rows beside it; a gray image is refused by name."""
+    rgb = (np.random.default_rng(2).random((24, 40, 3)) * 255).astype(np.uint8)
+    _write(tmp_path / "LIVE", "a", rgb)
+    proto = JpegProtocol(qualities=(10,))
+    proto.use_colour()
+    assert proto.published == [] and "RGB" in proto.description
+    (item,) = proto.items([tmp_path / "LIVE"], color="rgb")
+    assert item.cond.shape == item.target.shape == (3, 24, 40)
+    task = Jpeg(TaskConfig(name="jpeg", quality=10)).degrade(item.target, np.random.default_rng())
+    assert torch.allclose(item.cond, task, atol=1e-6)  # evaluation encodes as training does
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=10)
+    want = np.asarray(Image.open(buf).convert("RGB"))
+    got = np.round((item.cond.permute(1, 2, 0).numpy() + 1) / 2 * 255).astype(np.uint8)
+    assert (got == want).all()
+    pred, tgt = want.astype(np.float64) / 255, rgb.astype(np.float64) / 255
+    scores = proto.score(item, pred, tgt)
+    mse = np.mean((want.astype(np.float64) - rgb) ** 2)
+    assert scores["psnr"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-9)
+    per = [
+        psnr_b(want[:, :, c].astype(np.float64), rgb[:, :, c].astype(np.float64)) for c in range(3)
+    ]
+    assert scores["psnr_b"] == pytest.approx(np.mean(per), abs=1e-9)
+    _write(tmp_path / "Classic5", "g", rgb[:, :, 0])
+    with pytest.raises(ValueError, match=r"g\.png: a gray image, but this model restores colour"):
+        proto.items([tmp_path / "Classic5"], color="rgb")
+
+
 def test_psnr_b_penalises_blocking_only():
     smooth = np.tile(np.linspace(0, 1, 64), (64, 1))
     assert blocking_effect_factor(smooth) == 0.0

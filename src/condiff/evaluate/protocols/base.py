@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from condiff.data.io import ImageError, list_images
+from condiff.data.io import ImageError, list_images, probe_image, read_image
 from condiff.evaluate.report import EvalItem
 
 Key = tuple[str, str]  # (group, level), e.g. ("BSD68", "σ=25"); level "" where there is none
@@ -30,6 +30,20 @@ class Metric:
     key: str  # the column in metrics.csv
     label: str  # what the report calls it
     fmt: str = ".2f"
+
+
+def read_matching(path: Path, channels: int, task: str, sets: str) -> np.ndarray:
+    """The clean 8-bit image as (H, W, C) float in [0, 1], if it is of the model's kind (gray
+    for a 1-channel model, colour for a 3-channel one); otherwise an error naming the file.
+    ``task``: what the model does ("denoises"), ``sets``: which sets the field scores."""
+    info = probe_image(path)
+    if (info.channels >= 3) != (channels == 3):
+        kind = "colour (RGB)" if info.channels >= 3 else "gray"
+        model = "gray" if channels == 1 else "colour"
+        raise ValueError(
+            f"{path}: a {kind} image, but this model {task} {model} images; the field scores {sets}"
+        )
+    return read_image(path)[0]
 
 
 @dataclass

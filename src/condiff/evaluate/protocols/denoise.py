@@ -19,9 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from condiff.data.io import probe_image, read_image, to_model
+from condiff.data.io import to_model
 from condiff.evaluate.metrics import psnr_255, ssim_255_channels
-from condiff.evaluate.protocols.base import Metric, Protocol, Published, by_level, read_sets
+from condiff.evaluate.protocols.base import (
+    Metric,
+    Protocol,
+    Published,
+    by_level,
+    read_matching,
+    read_sets,
+)
 from condiff.evaluate.report import EvalItem
 
 SIGMAS = (15.0, 25.0, 50.0)
@@ -135,14 +142,10 @@ class DenoiseProtocol(Protocol):
 
 
 def _read(path: Path, channels: int) -> np.ndarray:
-    """The clean 8-bit image as (H, W, C) float in [0, 1]; a set of the wrong kind for the model
-    (colour images for a gray model, or gray ones for a colour model) is an error naming it."""
-    info = probe_image(path)
-    if (info.channels >= 3) != (channels == 3):
-        kind = "colour (RGB)" if info.channels >= 3 else "gray"
-        model = "gray" if channels == 1 else "colour"
-        raise ValueError(
-            f"{path}: a {kind} image, but this model denoises {model} images; the field scores "
-            "gray models on gray sets (Set12, BSD68) and colour models on colour ones (CBSD68)"
-        )
-    return read_image(path)[0]
+    """The clean image; a set of the wrong kind for the model is an error naming the file."""
+    return read_matching(
+        path,
+        channels,
+        "denoises",
+        "gray models on gray sets (Set12, BSD68) and colour models on colour ones (CBSD68)",
+    )

@@ -5,6 +5,11 @@ one as MATLAB's ``rgb2ycbcr`` gives it (BT.601, 16-235, rounded to 8 bits; not P
 ``convert("L")``), encoded with the IJG encoder at quality q and decoded; the estimate rounded to
 8 bits; PSNR, SSIM (11x11 Gaussian, sigma 1.5) and PSNR-B (Yim & Bovik 2011) on that 8-bit
 image, no border.
+
+A colour model (3 channels) is scored in RGB instead, as FBCNN scores its colour models: the
+8-bit RGB image encoded at quality q (IJG through Pillow, 4:2:0 chroma, as condiff trains it),
+PSNR over all channels, SSIM and PSNR-B averaged over them. The published rows above are gray/Y
+figures and are left out of a colour report (FBCNN's colour tables exist only as images).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from PIL import Image
 
 from condiff.data.io import read_image, to_model
 from condiff.evaluate.metrics import psnr_255, psnr_b, ssim_255, y_uint8
-from condiff.evaluate.protocols.base import Metric, Protocol, Published, by_level, read_sets
+from condiff.evaluate.protocols.base import (
+    Metric,
+    Protocol,
+    Published,
+    by_level,
+    read_matching,
+    read_sets,
+)
 from condiff.evaluate.report import EvalItem
 
 QUALITIES = (10, 20, 30, 40)
@@ -64,12 +76,12 @@ for _name, _ssim, _pb in (
     _p.figures[("LIVE1", "q=10")].update({"ssim": _ssim, "psnr_b": _pb})
 
 
-def jpeg_roundtrip(y8: np.ndarray, quality: int) -> np.ndarray:
-    """Encode an (H, W) uint8 image as baseline JPEG at ``quality`` (IJG, through Pillow) and
-    decode it: (H, W) uint8."""
+def jpeg_roundtrip(img8: np.ndarray, quality: int) -> np.ndarray:
+    """Encode an (H, W) or (H, W, 3) uint8 image as baseline JPEG at ``quality`` (IJG, through
+    Pillow; colour with 4:2:0 chroma, Pillow's default) and decode it to the same shape."""
     buf = io.BytesIO()
-    Image.fromarray(y8).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("L"))
+    Image.fromarray(img8).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("L" if img8.ndim == 2 else "RGB"))
 
 
 def gray_or_y(path: Path) -> np.ndarray:
@@ -78,6 +90,18 @@ def gray_or_y(path: Path) -> np.ndarray:
     if x.shape[2] == 3:
         return y_uint8(x)
     return np.round(x[:, :, 0] * 255).astype(np.uint8)
+
+
+def _rgb_uint8(path: Path) -> np.ndarray:
+    """The colour image as (H, W, 3) uint8, for a colour model."""
+    x = read_matching(
+        path,
+        3,
+        "restores",
+        "gray models on gray sets or the Y of colour ones (Classic5, LIVE1) and colour models on "
+        "colour sets (LIVE1)",
+    )
+    return np.round(x * 255).astype(np.uint8)
 
 
 @dataclass
@@ -106,10 +130,27 @@ class JpegProtocol(Protocol):
         ]
     )
 
+    colour: bool = False  # a colour model, scored in RGB (check() sets it)
+
     def __post_init__(self) -> None:
         for q in self.qualities:
             if not 1 <= q <= 100:
                 raise ValueError(f"--quality must be in 1..100, got {q}")
+
+    def use_colour(self) -> None:
+        """Score a colour model in RGB: no gray/Y published rows beside it."""
+        self.colour = True
+        self.description = (
+            "The 8-bit RGB image encoded with the IJG encoder at quality q (4:2:0 chroma); "
+            "estimates rounded to 8 bits; PSNR (dB) over all channels / SSIM / PSNR-B (dB) "
+            "averaged over channels, no border."
+        )
+        self.published = []
+        self.notes = [
+            "Colour (RGB) scores: the gray/Y published rows (ARCNN, DnCNN-3, FBCNN, DRUNet, "
+            "SwinIR) do not compare and are left out; FBCNN's colour tables are published as "
+            "images only."
+        ]
 
     def check(self, pipe) -> None:
         task = pipe.cfg.data.task
@@ -118,22 +159,32 @@ class JpegProtocol(Protocol):
                 f"--protocol jpeg needs a JPEG artefact-removal model; this run was trained for "
                 f"{task.name}"
             )
-        if pipe.target_channels != 1:
+        if pipe.target_channels not in (1, 3):
             raise ValueError(
-                "--protocol jpeg scores gray images (the Y channel of colour ones); this model "
-                f"outputs {pipe.target_channels} channels"
+                "--protocol jpeg scores gray images (the Y channel of colour ones) or RGB ones; "
+                f"this model outputs {pipe.target_channels} channels"
             )
+        if pipe.target_channels == 3:
+            self.use_colour()
 
     def items(self, folders, *, color, limit=None, skipped=None) -> list[EvalItem]:
-        """Each folder a test set; every image at every quality (level "q=10")."""
+        """Each folder a test set; every image at every quality (level "q=10"). ``color``
+        "rgb": the RGB images of a colour set (a gray image is an error naming it)."""
         items = []
-        for group, path, y8 in read_sets(folders, gray_or_y, limit, skipped):
-            target = to_model(y8[:, :, None].astype(np.float32) / 255)
+        read = _rgb_uint8 if color == "rgb" else gray_or_y
+        for group, path, img8 in read_sets(folders, read, limit, skipped):
+            hwc = img8 if img8.ndim == 3 else img8[:, :, None]
+            target = to_model(hwc.astype(np.float32) / 255)
             for q in self.qualities:
-                low = jpeg_roundtrip(y8, q)[:, :, None].astype(np.float32) / 255
+                low = jpeg_roundtrip(img8, q).reshape(hwc.shape).astype(np.float32) / 255
                 items.append(EvalItem(path.stem, to_model(low), target, group, level=f"q={q}"))
         return items
 
     def score(self, item, pred, target) -> dict[str, float]:
-        p, t = pred[:, :, 0] * 255.0, np.round(target[:, :, 0] * 255.0)
-        return {"psnr": psnr_255(p, t), "ssim": ssim_255(p, t), "psnr_b": psnr_b(p, t)}
+        p, t = pred * 255.0, np.round(target * 255.0)
+        chans = range(p.shape[2])
+        return {
+            "psnr": psnr_255(p, t),
+            "ssim": float(np.mean([ssim_255(p[:, :, c], t[:, :, c]) for c in chans])),
+            "psnr_b": float(np.mean([psnr_b(p[:, :, c], t[:, :, c]) for c in chans])),
+        }
