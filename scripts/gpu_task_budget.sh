@@ -11,17 +11,28 @@
 #           reports and logs come back in $OUT/NAME-PART.tgz.
 #   PART=AB: both in one call (a budget that fits one call: BUDGET <= 6 with the evaluation).
 # A run that stops on non-finite steps (rc 2) says in train.log which parameters went first.
+#   KTEST=1 (PART=A): first run the Triton attention kernel's finiteness tests at growing logits
+#           (tests/gpu/test_triton_attention.py -k finite); if they fail, the run trains with
+#           train.attention=sdpa, and PART=B keeps that choice ($RUN.attention).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 OUT=${OUT:-out}; DATA=${DATA:-.gpu1}; CONFIG=${CONFIG:-configs/denoise-gray.yaml}
 NAME=${NAME:-$(basename "$CONFIG" .yaml)-${BUDGET:-15}min}; RUN=/tmp/runs/$NAME
-mkdir -p "$OUT/$NAME"; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"
+mkdir -p "$OUT/$NAME" /tmp/runs; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"
 [ -d "$DATA/train/bsd400" ] || { echo "no $DATA/train/bsd400: carry it"; exit 3; }
+ATT=$(cat "$RUN.attention" 2>/dev/null)
+if [ "${PART:-A}" = A ] && [ -n "${KTEST:-}" ]; then
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_triton_attention.py -k finite \
+    > "$OUT/$NAME/ktest.txt" 2>&1
+  rc=$?; ATT=""; [ $rc -eq 1 ] && ATT="train.attention=sdpa"  # 1: a test failed (5: none ran)
+  echo "kernel tests rc $rc" 
+  echo "$ATT" > "$RUN.attention"; tail -n 3 "$OUT/$NAME/ktest.txt"; echo "attention: ${ATT:-auto}"
+fi
 train() {  # overrides...
   python3 -m condiff.cli train --config "$CONFIG" --no-progress data.root="$DATA/train/bsd400" \
     train.output_dir="$RUN" train.compile=true train.steps=100000 \
-    train.budget_minutes="${BUDGET:-15}" ${ARGS:-} "$@" >> "$OUT/$NAME/train.log" 2>&1
-  echo "train rc $?"; grep -E "start-up|budget|validation|done|interrupted" "$OUT/$NAME/train.log" | tail -n 8
+    train.budget_minutes="${BUDGET:-15}" ${ARGS:-} $ATT "$@" >> "$OUT/$NAME/train.log" 2>&1
+  echo "train rc $?"; grep -E "start-up|budget|validation|done|interrupted|skipped:" "$OUT/$NAME/train.log" | tail -n 8
 }
 case "${PART:-A}" in
   AB) PART=A MAXA=${MAXA:-30} bash "$0" && PART=B bash "$0"; exit ;;
