@@ -226,6 +226,24 @@ def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(v).all() for v in load_file(str(last / "ema.safetensors")).values())
 
 
+def test_a_skipped_step_names_where_its_gradient_went_non_finite():
+    """The first and last non-finite parameters in definition order (the last: where a NaN in
+    the backward arose, as it reaches every layer before it), and the counts."""
+    from condiff.train.step import nonfinite_grads
+
+    net = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(5)])  # 10 parameters
+    for i, p in enumerate(net.parameters()):
+        p.grad = torch.full_like(p, float("nan") if i < 7 else 0.0)
+    net[4].bias.grad = None  # no gradient: not counted
+    names, bad, total = nonfinite_grads(net)
+    assert (bad, total) == (7, 9)
+    assert names == ["0.weight", "0.bias", "...", "2.bias", "3.weight"]
+    net[0].weight.grad[0, 0] = float("inf")
+    for p in list(net.parameters())[1:7]:
+        p.grad.zero_()
+    assert nonfinite_grads(net) == (["0.weight"], 1, 9)
+
+
 def test_cli_reports_bad_data_clearly(tmp_path):
     from PIL import Image
 

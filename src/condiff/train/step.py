@@ -90,21 +90,22 @@ def micro_loss(tr, cond: Tensor, x0: Tensor, step: int, k: int) -> Tensor:
     return loss / cfg.train.grad_accum
 
 
-def nonfinite_grads(model: torch.nn.Module, limit: int = 3) -> tuple[list[str], int, int]:
-    """Where a skipped step's gradient went non-finite: the names of the first ``limit``
-    parameters whose gradient holds inf or NaN, how many do, and how many have a gradient.
-    Run only on a skipped step (one host sync per parameter)."""
-    names: list[str] = []
-    bad = total = 0
+def nonfinite_grads(model: torch.nn.Module, limit: int = 2) -> tuple[list[str], int, int]:
+    """Where a skipped step's gradient went non-finite: the names of the first and the last
+    ``limit`` parameters (in definition order, near the forward's) whose gradient holds inf or
+    NaN, how many do, and how many have a gradient. A NaN born in one layer's backward reaches
+    every layer before it, so the last names point at where it arose. Run only on a skipped step
+    (one host sync per parameter)."""
+    bad: list[str] = []
+    total = 0
     for name, p in model.named_parameters():
         if p.grad is None:
             continue
         total += 1
         if not bool(torch.isfinite(p.grad).all()):
-            bad += 1
-            if len(names) < limit:
-                names.append(name.removeprefix("module."))
-    return names, bad, total
+            bad.append(name.removeprefix("module."))
+    names = bad if len(bad) <= 2 * limit else [*bad[:limit], "...", *bad[-limit:]]
+    return names, len(bad), total
 
 
 def backward(tr, loss: Tensor) -> None:
