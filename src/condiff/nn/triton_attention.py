@@ -394,8 +394,14 @@ def _attn_bwd(
     n_ok = offs_n < N
     kv_mask = n_ok[:, None] & d_ok[None, :]
     row_ok = n_ok[:, None]
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=row_ok)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=row_ok)
+    # Missing key rows (a ragged last tile) read as zeros: a masked load without ``other`` is
+    # undefined, and those rows' k enters dQ (dS^T k) and their v enters dP.
+    k = tl.load(
+        K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=row_ok, other=0.0
+    )
+    v = tl.load(
+        V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=row_ok, other=0.0
+    )
     if DELTA_MMA:  # V's padding column D is one and dO's is -delta: v @ dO^T gives dP - delta
         v = tl.where((offs_d == D)[None, :], 1.0, v).to(k.dtype)
     dk = tl.zeros([BN, DP], tl.float32)
