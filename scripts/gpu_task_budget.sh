@@ -27,7 +27,7 @@ if [ "${PART:-A}" = A ] && [ -n "${KTEST:-}" ]; then
     -k "finite or gradients_match" \
     > "$OUT/$NAME/ktest.txt" 2>&1
   rc=$?; ATT=""; [ $rc -eq 1 ] && ATT="train.attention=sdpa"  # 1: a test failed (5: none ran)
-  echo "kernel tests rc $rc" 
+  echo "kernel tests rc $rc"
   echo "$ATT" > "$RUN.attention"; tail -n 3 "$OUT/$NAME/ktest.txt"; echo "attention: ${ATT:-auto}"
 fi
 train() {  # overrides...

@@ -189,9 +189,9 @@ def _evaluate_item(pipe, it: EvalItem, methods, plan: Plan, report: Report, out:
         plan.sets.add(groups, it.level, None, tgt)
     for m in methods:
         est, std, dt = run_method(pipe, m, it.cond, plan.baseline, plan.seed)
-        shape = (m.label, tuple(it.cond.shape))
-        warmup = shape not in report.warmed
-        report.warmed.add(shape)
+        key = (m.label, tuple(it.cond.shape))
+        warmup = key not in report.warmed
+        report.warmed.add(key)
         pred = from_model(est)
         if plan.quantize:
             pred = np.round(pred * 255) / 255

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from condiff.data.io import read_image, to_model
-from condiff.evaluate.metrics import psnr_255, psnr_b, ssim_255, y_uint8
+from condiff.evaluate.metrics import psnr_255, psnr_b, ssim_255_channels, y_uint8
 from condiff.evaluate.protocols.base import (
     Metric,
     Protocol,
@@ -130,8 +130,6 @@ class JpegProtocol(Protocol):
         ]
     )
 
-    colour: bool = False  # a colour model, scored in RGB (check() sets it)
-
     def __post_init__(self) -> None:
         for q in self.qualities:
             if not 1 <= q <= 100:
@@ -139,7 +137,6 @@ class JpegProtocol(Protocol):
 
     def use_colour(self) -> None:
         """Score a colour model in RGB: no gray/Y published rows beside it."""
-        self.colour = True
         self.description = (
             "The 8-bit RGB image encoded with the IJG encoder at quality q (4:2:0 chroma); "
             "estimates rounded to 8 bits; PSNR (dB) over all channels / SSIM / PSNR-B (dB) "
@@ -185,6 +182,6 @@ class JpegProtocol(Protocol):
         chans = range(p.shape[2])
         return {
             "psnr": psnr_255(p, t),
-            "ssim": float(np.mean([ssim_255(p[:, :, c], t[:, :, c]) for c in chans])),
+            "ssim": ssim_255_channels(p, t),
             "psnr_b": float(np.mean([psnr_b(p[:, :, c], t[:, :, c]) for c in chans])),
         }
