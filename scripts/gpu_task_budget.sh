@@ -9,6 +9,8 @@
 #           mean on SETS (Set12 BSD68 / Classic5 LIVE1) with PROTOCOL (denoise / jpeg), and the
 #           seconds per image (and a 20-step sample's on the first 10 images of each set);
 #           reports and logs come back in $OUT/NAME-PART.tgz.
+#           A run folder left by an earlier PART=A on the same warm machine is resumed, so a
+#           budget longer than one call trains over several PART=A calls, then PART=B.
 #   PART=AB: both in one call (a budget that fits one call: BUDGET <= 6 with the evaluation).
 # A run that stops on non-finite steps (rc 2) says in train.log which parameters went first.
 #   KTEST=1 (PART=A): first run the Triton attention kernel's gradient tests (ragged lengths,
@@ -38,7 +40,7 @@ train() {  # overrides...
 }
 case "${PART:-A}" in
   AB) PART=A MAXA=${MAXA:-30} bash "$0" && PART=B bash "$0"; exit ;;
-  A) train train.max_minutes="${MAXA:-9}" ;;
+  A) train train.max_minutes="${MAXA:-9}" --resume auto ;;
   B) train --resume auto
      case "$CONFIG" in *jpeg*) P=${PROTOCOL:-jpeg}; S=${SETS:-Classic5 LIVE1} ;;
                        *) P=${PROTOCOL:-denoise}; S=${SETS:-Set12 BSD68} ;; esac
