@@ -244,6 +244,57 @@ def test_a_skipped_step_names_where_its_gradient_went_non_finite():
     assert nonfinite_grads(net) == (["0.weight"], 1, 9)
 
 
+def test_a_nan_born_mid_backward_is_named_where_it_arose_not_smeared_by_clipping(tmp_path):
+    """A NaN born in one block's backward reaches that block and every layer before it, never
+    the layers after it; clipping by the (NaN) norm must not spread it to all of them, so the
+    skipped step's log line can name where it arose. A finite step is clipped as before."""
+    from types import SimpleNamespace
+
+    from condiff.train.setup import build_model, make_optimizer
+    from condiff.train.step import nonfinite_grads, update
+
+    cfg = cfg_of(tmp_path / "r", train={"grad_clip": 1.0})
+    model = build_model(cfg)
+    opt, sched = make_optimizer(cfg, model, False)
+    ema = SimpleNamespace(update=lambda *a: None)
+    tr = SimpleNamespace(cfg=cfg, model=model, opt=opt, lr_sched=sched, scaler=None, ema=ema)
+    mid = model.bottleneck_attn  # the NaN is born in the backward to its input
+    c = cfg.model
+    x = torch.randn(2, c.in_img_channels, 16, 16)
+    t = torch.tensor([3, 7])
+
+    def backward(poison: bool) -> None:
+        opt.zero_grad(set_to_none=True)
+        hook = mid.register_full_backward_hook(
+            lambda m, gin, gout: tuple(g * float("nan") for g in gin) if poison else None
+        )
+        (model(x, t).square().mean() * 1e4).backward()  # a norm far above the clip of 1.0
+        hook.remove()
+
+    backward(poison=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    norm, finite = update(tr, 0)
+    assert not finite and not torch.isfinite(norm)
+    bad_names, bad, total = nonfinite_grads(model, limit=1)
+    assert 0 < bad < total, (bad, total)  # not all of them: the layers after the block are clean
+    assert bad_names[0] == "time_mlp.0.weight"  # the time embedding feeds the poisoned path
+    assert bad_names[-1].startswith("bottleneck_res1."), bad_names  # the layer just before it
+    assert torch.isfinite(model.conv_out.weight.grad).all()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # no update
+
+    backward(poison=False)
+    ref = [p.grad.clone() for p in model.parameters()]
+    want = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # clips in place...
+    for p, g in zip(model.parameters(), ref, strict=True):  # ...so put the raw gradient back
+        p.grad.copy_(g)
+    norm, finite = update(tr, 1)
+    assert finite and torch.allclose(norm, want) and float(norm) > 1.0
+    total_after = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()])
+    )
+    assert abs(float(total_after) - 1.0) < 1e-3  # clipped to the configured norm
+
+
 def test_cli_reports_bad_data_clearly(tmp_path):
     from PIL import Image
 

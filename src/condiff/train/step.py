@@ -108,6 +108,32 @@ def nonfinite_grads(model: torch.nn.Module, limit: int = 2) -> tuple[list[str], 
     return names, len(bad), total
 
 
+def _grads(model: torch.nn.Module) -> list[Tensor]:
+    return [p.grad for p in model.parameters() if p.grad is not None]
+
+
+def total_grad_norm(model: torch.nn.Module) -> Tensor:
+    """The global 2-norm of the gradient, leaving the gradient as it is. Clipping comes after,
+    and only for a finite norm: clipping by a non-finite norm would scale every parameter's
+    gradient by NaN and hide where the non-finite values arose (see :func:`nonfinite_grads`)."""
+    grads = _grads(model)
+    if not grads:
+        return torch.zeros(())
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch 2.6 or newer
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def clip_to(model: torch.nn.Module, max_norm: float, total_norm: Tensor) -> None:
+    """Scale the gradient down to ``max_norm`` if ``total_norm`` (finite) is above it."""
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch 2.6 or newer
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, total_norm)
+        return
+    coef = (max_norm / (total_norm + 1e-6)).clamp(max=1.0)
+    for g in _grads(model):
+        g.mul_(coef.to(g.device))
+
+
 def backward(tr, loss: Tensor) -> None:
     (tr.scaler.scale(loss) if tr.scaler is not None else loss).backward()
 
@@ -118,10 +144,11 @@ def update(tr, step: int) -> tuple[Tensor, bool]:
     tc = tr.cfg.train
     if tr.scaler is not None:
         tr.scaler.unscale_(tr.opt)
-    max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), max_norm)
+    grad_norm = total_grad_norm(tr.model)
     # One host sync per step: grads are all-reduced, so every rank agrees on finiteness.
     finite = bool(torch.isfinite(grad_norm).item())
+    if finite and tc.grad_clip > 0:
+        clip_to(tr.model, tc.grad_clip, grad_norm)
     if tr.scaler is not None:
         tr.scaler.step(tr.opt)
         tr.scaler.update()
