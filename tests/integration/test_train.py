@@ -76,7 +76,7 @@ def test_tensorboard_has_scalars_and_images(tiny_run):
     assert val and val[-1]["step"] == 60 and "mean_psnr" in val[-1]
     # the start-up, once, after the first step: each phase's seconds, in order
     (up,) = [r for r in recs if r["kind"] == "startup"]
-    phases = ["data", "model", "weights", "loader", "first step"]
+    phases = ["data", "model", "weights", "wrap", "loader", "first step"]
     assert up["step"] == 1 and [k for k in up if k in phases] == phases
     assert all(up[k] >= 0 for k in phases) and up["first step"] > 0 and up["imports"] > 0
 

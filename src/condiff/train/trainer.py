@@ -177,6 +177,7 @@ class Trainer:
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
         self._wrap()
+        self.clock.mark("wrap")  # DDP, the attention kernel, torch.compile's wrapper (imports)
         self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self._loader())
         self.clock.mark("loader")
         if self.dist.is_main:
