@@ -466,6 +466,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raise ConfigError(f"{path}:{where} not valid YAML ({problem})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    if not raw:  # e.g. a copy cut short inside its header comments: never train on defaults
+        raise ConfigError(
+            f"{path}: no settings (the file is empty or holds only comments); expected the "
+            f"sections {', '.join(f.name for f in dataclasses.fields(RunConfig))} (see configs/)"
+        )
     raw = apply_overrides(raw, overrides or [])
     try:
         return RunConfig.from_dict(raw)

@@ -88,6 +88,12 @@ def test_overrides_and_yaml_number_forms(tmp_path):
     assert cfg.model.out_img_channels == 3
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+    # a copy cut short inside its header comments holds no settings: refused, never defaults
+    cut = tmp_path / "cut.yaml"
+    text = next(p for p in CONFIGS if p.name == "denoise-gray.yaml").read_text()
+    cut.write_text(text[: text.index("model:")])
+    with pytest.raises(ConfigError, match=r"cut\.yaml: no settings .* model, diffusion, data"):
+        load_config(cut, ["train.lr=1e-4"])
 
 
 def test_the_budget_plan_arithmetic():
