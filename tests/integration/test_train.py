@@ -219,6 +219,8 @@ def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
     # it says where the first skipped step went wrong, and only the levers not already pulled
     msg = str(e.value)
     assert "non-finite gradient in" in msg or ": the forward pass" in msg, msg
+    if "non-finite gradient in" in msg:
+        assert "values: " in msg, msg
     assert "train.lr (now 1e+30)" in msg and "train.grad_clip=1.0" in msg
     assert "precision=bf16" not in msg  # fp32 on this CPU: no fp16 to leave
     last = ckpt.latest_checkpoint(tmp_path / "r" / "checkpoints")
@@ -229,7 +231,7 @@ def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
 def test_a_skipped_step_names_where_its_gradient_went_non_finite():
     """The first and last non-finite parameters in definition order (the last: where a NaN in
     the backward arose, as it reaches every layer before it), and the counts."""
-    from condiff.train.step import nonfinite_grads
+    from condiff.train.step import nonfinite_grads, nonfinite_kind
 
     net = torch.nn.Sequential(*[torch.nn.Linear(2, 2) for _ in range(5)])  # 10 parameters
     for i, p in enumerate(net.parameters()):
@@ -242,6 +244,15 @@ def test_a_skipped_step_names_where_its_gradient_went_non_finite():
     for p in list(net.parameters())[1:7]:
         p.grad.zero_()
     assert nonfinite_grads(net) == (["0.weight"], 1, 9)
+    assert nonfinite_kind(net) == "NaN and inf"  # 0.weight: NaN around one inf
+    net[0].weight.grad.zero_()
+    net[0].weight.grad[0, 0] = float("inf")
+    assert nonfinite_kind(net) == "inf"
+    net[0].weight.grad.zero_()
+    net[3].weight.grad[0, 0] = float("nan")
+    assert nonfinite_kind(net) == "NaN"
+    net[3].weight.grad.zero_()
+    assert nonfinite_kind(net) == "none"
 
 
 def test_a_nan_born_mid_backward_is_named_where_it_arose_not_smeared_by_clipping(tmp_path):

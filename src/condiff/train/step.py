@@ -108,6 +108,17 @@ def nonfinite_grads(model: torch.nn.Module, limit: int = 2) -> tuple[list[str], 
     return names, len(bad), total
 
 
+def nonfinite_kind(model: torch.nn.Module) -> str:
+    """What the non-finite gradient values are: ``"NaN"``, ``"inf"`` or ``"NaN and inf"`` (an
+    inf points at an overflow, a NaN at 0/0, inf - inf or 0 * inf). Run only on a skipped step."""
+    nan = inf = False
+    for p in model.parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            nan = nan or bool(torch.isnan(p.grad).any())
+            inf = inf or bool(torch.isinf(p.grad).any())
+    return " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on) or "none"
+
+
 def _grads(model: torch.nn.Module) -> list[Tensor]:
     return [p.grad for p in model.parameters() if p.grad is not None]
 

@@ -42,7 +42,7 @@ from condiff.train.setup import (
     restore,
 )
 from condiff.train.startup import StartupClock
-from condiff.train.step import nonfinite_grads
+from condiff.train.step import nonfinite_grads, nonfinite_kind
 from condiff.train.stop import StopFlag
 from condiff.train.validate import validate
 
@@ -291,7 +291,10 @@ class Trainer:
         what = f"loss {lv:.4g} (finite)" if math.isfinite(lv) else f"loss {lv}: the forward pass"
         if not bad:
             return f"{what}; the gradient norm overflowed"
-        return f"{what}; non-finite gradient in {bad} of {total} parameters ({', '.join(names)})"
+        return (
+            f"{what}; non-finite gradient in {bad} of {total} parameters ({', '.join(names)}); "
+            f"values: {nonfinite_kind(self.model)}"
+        )
 
     def _divergence_hint(self) -> str:
         """The levers worth trying, leaving out the ones the run already pulls."""
