@@ -185,8 +185,14 @@ def test_batches_padded_to_a_power_of_two_give_the_same_images(tiny_run, images)
     assert plain.warmup((16, 16), 6, estimates=("mean",)) == [1, 6]
 
 
+# Samples per slow request: the server's maximum, the most work per sampler step, so that the
+# schedule's 1000-step cap lies well past the seconds a test aims at (with 8, a fast run hit the
+# cap at ~20 s per request and a drain meant to pass 60 s took 58).
+SAMPLES = "16"
+
+
 def _slow_request_steps(url: str, data: bytes, seconds: float) -> int:
-    """Sampler steps (8 samples) that make one request take about ``seconds`` here: the faster
+    """Sampler steps (SAMPLES samples) that make one request take about ``seconds`` here: the faster
     of two 10-step requests sets the rate (a moment of other load on the machine would make a
     single timing too slow, the steps too few and the request too short)."""
     times = []
@@ -195,7 +201,7 @@ def _slow_request_steps(url: str, data: bytes, seconds: float) -> int:
         r = httpx.post(
             f"{url}/v1/translate",
             files={"image": ("a.png", data)},
-            data={"steps": "10", "num_samples": "8", "estimate": "sample", "upscale": "1"},
+            data={"steps": "10", "num_samples": SAMPLES, "estimate": "sample", "upscale": "1"},
             timeout=120,
         )
         assert r.status_code == 200, r.text
@@ -212,7 +218,7 @@ def _fire(url: str, data: bytes, steps: int, n: int, got: dict, timeout: float =
                 files={"image": ("a.png", data)},
                 data={
                     "steps": str(steps),
-                    "num_samples": "8",
+                    "num_samples": SAMPLES,
                     "seed": str(i),
                     "upscale": "1",
                     "estimate": "sample",
@@ -245,7 +251,7 @@ def test_sigterm_finishes_every_request_in_flight_even_past_60_s(tiny_run, image
     server, url = start_server(
         ["--checkpoint", str(tiny_run), "--no-batching", "--max-steps", "100000"]
     )
-    steps = _slow_request_steps(url, data, 24)  # three in a row: ~72 s after the signal
+    steps = _slow_request_steps(url, data, 30)  # three in a row: 60-90 s after the signal
     got: dict = {}
     threads = _fire(url, data, steps, 3, got)
     _wait_depth(url, 3)
@@ -309,7 +315,7 @@ def test_abandoned_requests_are_cancelled(tiny_run):
                 files={"image": ("a.png", data)},
                 data={
                     "steps": str(steps),
-                    "num_samples": "8",
+                    "num_samples": SAMPLES,
                     "estimate": "sample",
                     "upscale": "1",
                 },
@@ -328,7 +334,12 @@ def test_abandoned_requests_are_cancelled(tiny_run):
         j = httpx.post(
             f"{url}/v1/jobs",
             files={"image": ("a.png", data)},
-            data={"steps": str(steps), "num_samples": "8", "estimate": "sample", "upscale": "1"},
+            data={
+                "steps": str(steps),
+                "num_samples": SAMPLES,
+                "estimate": "sample",
+                "upscale": "1",
+            },
         ).json()
         _wait_depth(url, 1)
         assert httpx.delete(f"{url}/v1/jobs/{j['id']}").json()["state"] == "cancelled"
