@@ -6,7 +6,7 @@
 # .gpu3: BSD400 + CBSD68 (colour denoising; written by the shared make_cbsd68.py, 18 MB).
 # .gpu4: BSD400 + LIVE1 in RGB (colour JPEG, scored in RGB; 18 MB).
 # .gpuw: the LPIPS weights (condiff metrics setup, converted here). All are git-ignored; each
-# carry stays under the 64 MiB a call takes (47-49 MB).
+# carry stays under the 64 MiB a call takes (42-47 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/data}

@@ -33,7 +33,15 @@ from condiff.diffusion.objectives import concat_condition, decode_target, encode
 from condiff.nn.discriminator import UNetDiscriminator
 from condiff.nn.precision import autocast_ctx
 from condiff.nn.vgg import load_vgg16
-from condiff.train.step import accumulating, backward, mix_seed, on_device, rank_slice, update
+from condiff.train.step import (
+    accumulating,
+    backward,
+    mix_seed,
+    on_device,
+    rank_slice,
+    total_grad_norm,
+    update,
+)
 
 # checkpoint files of a perceptual run, beside config.json, model/ema (diffusion) and state.pt
 GENERATOR, PERCEPTUAL, DISCRIMINATOR = (
@@ -188,7 +196,7 @@ def _disc_step(tr, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
                 loss = adv.disc_loss(fake, real) / len(pairs)
             loss.backward()
         total += loss.detach()
-    norm = torch.nn.utils.clip_grad_norm_(adv.disc.parameters(), float("inf"))
+    norm = total_grad_norm(adv.disc)
     if bool(torch.isfinite(norm).item()):  # a non-finite step is skipped, as the generator's
         adv.opt.step()
     return total
