@@ -2,7 +2,9 @@
 # Issue 30 on one lent GPU: a task recipe trained to a budget of minutes over chained calls on
 # one warm machine (train.budget_minutes fits the cosine to the minutes; docs/NOTES.md, "State of
 # the issues"), then scored with `condiff evaluate --protocol` on the field's sets.
-# Carry .gpu1 (bash scripts/gpu_data.sh: BSD400, Set12, BSD68, Classic5, LIVE1 as Y).
+# Carry .gpu1 (bash scripts/gpu_data.sh: BSD400, Set12, BSD68, Classic5, LIVE1 as Y) and .gpuw
+# (the LPIPS weights, 9.5 MiB: the reports then give every estimate its LPIPS too; DISTS needs
+# VGG16, 56 MiB, which does not fit beside the data).
 #   PART=A: train CONFIG (configs/denoise-gray.yaml) for at most MAXA (9) minutes of a
 #           BUDGET (15) minute plan; ARGS: more overrides (e.g. train.ema_decay=0.999).
 #   PART=B: --resume auto to the plan's end (same CONFIG, BUDGET, ARGS), then the posterior
@@ -19,6 +21,9 @@
 #           train.attention=sdpa, and PART=B keeps that choice ($RUN.attention).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+# LPIPS beside PSNR in the reports when .gpuw (its weights) is carried too
+export CONDIFF_CACHE=/tmp/cache; mkdir -p $CONDIFF_CACHE/metrics
+cp .gpuw/*.safetensors $CONDIFF_CACHE/metrics/ 2>/dev/null
 OUT=${OUT:-out}; DATA=${DATA:-.gpu1}; CONFIG=${CONFIG:-configs/denoise-gray.yaml}
 NAME=${NAME:-$(basename "$CONFIG" .yaml)-${BUDGET:-15}min}; RUN=/tmp/runs/$NAME
 mkdir -p "$OUT/$NAME" /tmp/runs; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"
