@@ -71,7 +71,7 @@ print(" / ".join(f"{float(r.get('psnr_y') or r['psnr']):.2f}" for r in rows))
 PY
 }
 row() {  # DIR N -> one table row; the first row's img/s per GPU is the base of the scaling
-  python3 - "$W/$1/metrics.jsonl" "$2" "$R/$1.wall" "$R/$1.scores" "$R/base.ips" "$1" <<'PY'
+  python3 - "$W/$1/metrics.jsonl" "$2" "$R/$1.wall" "$R/$1.scores" "$W/base.ips" "$1" <<'PY'
 import json, statistics, sys
 from pathlib import Path
 log, n, wall, scores, base, name = sys.argv[1], int(sys.argv[2]), *map(Path, sys.argv[3:6]), sys.argv[6]
