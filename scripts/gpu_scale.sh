@@ -89,6 +89,7 @@ header() { echo "| run | GPUs | launch to exit (s) | img/s | img/s per GPU | sca
            echo "|---|---|---|---|---|---|---|"; }
 
 part_scale() {
+  case " $GPUS " in *" 1 "*) rm -f "$W/base.ips" ;; esac  # N=1 sets the base afresh
   header | tee -a "$R/table.md"
   for n in $GPUS; do
     train "n$n" "n$n" "$n" "$n" -- || echo "train n$n failed: $R/n$n.log" | tee -a "$R/table.md"
