@@ -178,6 +178,18 @@ class TaskConfig(Checked):
     # super_resolution: round the low-resolution image to 8 bits, as a user's file holds it (the
     # field's protocol); false keeps it float.
     quantize: bool = True
+    # denoising: add a noise-level map to the condition (FFDNet's and DRUNet's input), one more
+    # channel holding each image's sigma (sigma / 127.5 - 1): the model is told the level
+    # instead of finding it, and `evaluate --protocol denoise` gives it each level's map
+    noise_map: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.noise_map and self.name != "denoising":
+            raise ConfigError(
+                f"{self.SECTION}.noise_map is for the denoising task (a map of its noise level); "
+                f"this task is {self.name}"
+            )
 
 
 @dataclass

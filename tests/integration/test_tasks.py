@@ -164,3 +164,39 @@ def test_colour_jpeg_config_trains_and_is_scored_in_rgb(photos, tmp_path):
     p = run_cli("evaluate", "--checkpoint", str(run), "--protocol", "jpeg", "--images",
                 str(photos[0]), "--output", str(tmp_path / "g"), check=False)  # fmt: skip
     assert p.returncode == 2 and "a gray image, but this model restores colour images" in p.stderr
+
+
+def test_a_noise_map_denoiser_trains_is_scored_with_each_level_and_samples_from_the_cli(
+    photos, tmp_path
+):
+    """data.task.noise_map (issue 30's FFDNet lever): the condition carries the noise level as
+    one more channel; `evaluate --protocol denoise` gives each level's map, and `condiff sample`
+    takes the level with --noise-level (and refuses the model without it, or a model without a
+    map given one)."""
+    run = tmp_path / "run"
+    over = ["model.preset=tiny", "model.in_img_channels=3", "data.task.noise_map=true",
+            "data.root=bundled", "train.budget_minutes=null", "data.crop_size=16", "data.val_count=1", "data.num_workers=0",
+            f"train.output_dir={run}", "train.steps=4", "train.batch_size=4", "train.compile=false",
+            "train.warmup_steps=1", "train.val_every=4", "train.ckpt_every=4", "train.val_steps=2"]  # fmt: skip
+    assert "done: step 4" in run_cli("train", "--config", "configs/denoise-gray.yaml", *over).stdout
+    out = tmp_path / "rep"
+    run_cli("evaluate", "--checkpoint", str(run), "--protocol", "denoise", "--images",
+            str(photos[0]), "--sigma", "15", "50", "--estimate", "mean", "--output", str(out),
+            "--no-progress")  # fmt: skip
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {r["level"] for r in rows} == {"σ=15", "σ=50"} and len(rows) == 8
+    noisy = {r["level"]: float(r["psnr"]) for r in rows if r["method"] == "baseline"}
+    assert noisy["σ=15"] == pytest.approx(24.6, abs=0.4)  # the input row: the image, not the map
+    clean = sorted(photos[0].iterdir())[0]
+    sample = ["sample", "--checkpoint", str(run), "--input", str(clean), "--estimate", "mean",
+              "--no-progress", "--output"]  # fmt: skip
+    p = run_cli(*sample, str(tmp_path / "o1"), "--noise-level", "25")
+    assert read_image(tmp_path / "o1" / clean.name)[0].shape == (64, 96, 1)
+    p = run_cli(*sample, str(tmp_path / "o2"), check=False)
+    assert p.returncode == 2 and "pass --noise-level SIGMA" in p.stderr
+    p = run_cli(*sample[:2], "pretrained:denoise-gray-small", *sample[3:], str(tmp_path / "o3"),
+                "--noise-level", "25", check=False)  # fmt: skip
+    assert p.returncode == 2 and "leave it out" in p.stderr
+    p = run_cli("train", "--config", "configs/jpeg-gray.yaml", "data.task.noise_map=true",
+                check=False)  # fmt: skip
+    assert p.returncode == 2 and "data.task.noise_map is for the denoising task" in p.stderr

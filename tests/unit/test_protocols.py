@@ -1,6 +1,7 @@
 """The denoising and JPEG protocols: their degradations and scores by hand, and their errors."""
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -137,3 +138,23 @@ def test_task_levels_are_drawn_per_image_from_a_range():
         for s in range(6)
     }
     assert len(errs) > 2  # different qualities, different errors
+
+
+def test_a_noise_map_carries_each_images_level_and_the_input_row_stays_the_image(tmp_path):
+    x = torch.zeros(1, 32, 32)
+    d = Denoising(TaskConfig(name="denoising", sigma=(0.0, 55.0), noise_map=True))
+    assert d.cond_channels(1) == 2 and d.cond_channels(3) == 4
+    for seed in range(4):
+        c = d.degrade(x, np.random.default_rng(seed))
+        level = (float(c[1, 0, 0]) + 1) * 127.5  # sigma / 127.5 - 1 on every pixel
+        assert c[1].unique().numel() == 1
+        assert level == pytest.approx(float(c[0].std()) * 255 / 2, rel=0.1)
+        assert d.baseline(c, 1).equal(c[:1])
+    _write(tmp_path / "SetX", "a", np.full((32, 32), 100, np.uint8))
+    task = TaskConfig(name="denoising", noise_map=True)
+    proto = DenoiseProtocol(sigmas=(15.0, 50.0))
+    proto.check(SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(kind="task", task=task))))
+    for item, s in zip(proto.items([tmp_path / "SetX"], color="gray"), (15, 50), strict=True):
+        assert item.cond.shape == (2, 32, 32)
+        assert torch.allclose(item.cond[1], torch.full((32, 32), s / 127.5 - 1))
+        assert proto.baseline(item.cond).equal(item.cond[:1])

@@ -45,6 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "given low-resolution images)",
     )
     s.add_argument(
+        "--noise-level",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="for a denoiser trained with data.task.noise_map: the inputs' noise std on the "
+        "0-255 scale (e.g. 25), given to the model as its noise-level map",
+    )
+    s.add_argument(
         "--strict",
         action="store_true",
         help="stop at the first unreadable file (default: report it, skip it, write the rest, "
@@ -107,6 +115,7 @@ def run(a: argparse.Namespace) -> int:
         upscale=a.upscale,
         progress=progress,
         strict=a.strict,
+        noise_level=a.noise_level,
     )
     print(f"{report.summary()}\noutput: {a.output}")
     return EXIT_SOME_FAILED if report.skipped else 0

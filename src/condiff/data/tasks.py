@@ -98,10 +98,21 @@ class Denoising(Task):
 
     name = "denoising"
 
+    def cond_channels(self, target_channels: int) -> int:
+        return target_channels + (1 if self.cfg.noise_map else 0)
+
     def degrade(self, target: Tensor, rng: np.random.Generator) -> Tensor:
         sigma = draw(self.cfg.sigma, rng)
         noise = torch.from_numpy(rng.standard_normal(target.shape).astype(np.float32))
-        return target + (2 * sigma / 255) * noise  # [-1, 1] scale doubles the std
+        noisy = target + (2 * sigma / 255) * noise  # [-1, 1] scale doubles the std
+        return with_noise_map(noisy, sigma) if self.cfg.noise_map else noisy
+
+
+def with_noise_map(noisy: Tensor, sigma: float) -> Tensor:
+    """The noisy image with one more channel, its noise level: ``sigma / 127.5 - 1`` everywhere
+    (sigma on the 0-255 scale, so 0 -> -1 and 255 -> 1, as every channel is in [-1, 1])."""
+    level = torch.full_like(noisy[..., :1, :, :], sigma / 127.5 - 1)
+    return torch.cat([noisy, level], dim=-3)
 
 
 class Colorization(Task):

@@ -64,6 +64,7 @@ def sample_files(
     upscale: int = 1,
     progress: bool = True,
     strict: bool = False,
+    noise_level: float | None = None,
 ) -> SampleReport:
     """Sample every image under ``input_path`` into ``output_dir`` with ``engine`` (from
     :func:`torch_engine`, or :func:`condiff.export.runtime.ort_engine` for an exported model),
@@ -71,6 +72,8 @@ def sample_files(
 
     A file that cannot be read is reported in the result's ``skipped`` and the others are
     written; ``strict=True`` raises :class:`ImageError` at the first bad file instead.
+    ``noise_level`` (sigma, 0-255 scale): a denoiser trained with ``data.task.noise_map`` gets
+    the image plus its noise-level map.
     """
     if batch_size < 1 or upscale < 1:
         raise ValueError("--batch-size and --upscale must be >= 1")
@@ -78,11 +81,7 @@ def sample_files(
     files = [inp] if inp.is_file() else list_images(inp)
     if not files:
         raise ImageError(f"no images found in {inp}")
-    if cond_channels not in (1, 3):
-        raise ValueError(
-            f"this model's condition has {cond_channels} channels; condiff sample reads gray (1) "
-            "or RGB (3) images; use the Python API (condiff.load) for other layouts"
-        )
+    image_channels = check_layout(cond_channels, noise_level)
     skipped: list[tuple[Path, str]] = []
     # a bad file is an error (--strict) or is reported and skipped; the others are written
     infos = {i.path: i for i in probe_images(files, None if strict else skipped)}
@@ -93,9 +92,12 @@ def sample_files(
         bar = tqdm(total=len(infos), desc="sample", unit="img")
     written: list[Path] = []
     done = 0
-    color = "gray" if cond_channels == 1 else "rgb"
+    color = "gray" if image_channels == 1 else "rgb"
     for bi, batch in enumerate(same_size_batches(infos, batch_size)):
         conds, good = read_conditions(batch, color, upscale, strict, skipped)
+        if conds and noise_level is not None:
+            level = np.float32(noise_level / 127.5 - 1)  # as data.tasks.with_noise_map writes it
+            conds = [np.concatenate([c, np.full_like(c[:1], level)]) for c in conds]
         if conds:
             try:
                 res = engine(np.stack(conds).astype(np.float32), bi)
@@ -109,6 +111,29 @@ def sample_files(
     if bar is not None:
         bar.close()
     return SampleReport(written, done, skipped)
+
+
+def check_layout(cond_channels: int, noise_level: float | None) -> int:
+    """The image channels ``condiff sample`` reads for a condition of ``cond_channels``: gray
+    (1) or RGB (3), plus the noise-level map's channel where ``noise_level`` is given."""
+    if noise_level is not None:
+        if not 0 <= noise_level <= 255:
+            raise ValueError(
+                f"--noise-level must be in [0, 255] (the 0-255 scale), got {noise_level:g}"
+            )
+        if cond_channels not in (2, 4):
+            raise ValueError(
+                f"--noise-level is for a denoiser trained with data.task.noise_map; this model's "
+                f"condition has {cond_channels} channels (an image, no map): leave it out"
+            )
+        return cond_channels - 1
+    if cond_channels not in (1, 3):
+        raise ValueError(
+            f"this model's condition has {cond_channels} channels; condiff sample reads gray (1) "
+            "or RGB (3) images (a denoiser trained with data.task.noise_map: pass --noise-level "
+            "SIGMA); use the Python API (condiff.load) for other layouts"
+        )
+    return cond_channels
 
 
 def same_size_batches(infos: dict, batch_size: int) -> list[list[Path]]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from condiff.data.io import to_model
+from condiff.data.tasks import with_noise_map
 from condiff.evaluate.metrics import psnr_255, ssim_255_channels
 from condiff.evaluate.protocols.base import (
     Metric,
@@ -110,12 +111,15 @@ class DenoiseProtocol(Protocol):
             if not 0 < s <= 255:
                 raise ValueError(f"--sigma must be in (0, 255] (the 0-255 scale), got {s:g}")
 
+    noise_map: bool = False  # the model takes a noise-level map (set by check from its config)
+
     def check(self, pipe) -> None:
         task = pipe.cfg.data.task
         if pipe.cfg.data.kind == "task" and task.name != "denoising":
             raise ValueError(
                 f"--protocol denoise needs a denoising model; this run was trained for {task.name}"
             )
+        self.noise_map = pipe.cfg.data.kind == "task" and task.noise_map
 
     def items(self, folders, *, color, limit=None, skipped=None) -> list[EvalItem]:
         """Each folder a test set; every image at every sigma (level "σ=25")."""
@@ -130,6 +134,8 @@ class DenoiseProtocol(Protocol):
             target = to_model(clean)
             for s in self.sigmas:
                 cond = to_model(noisy(clean, s))
+                if self.noise_map:  # told the level, as FFDNet and DRUNet are
+                    cond = with_noise_map(cond, s)
                 items.append(EvalItem(path.stem, cond, target, group, level=f"σ={s:g}", also=also))
         return items
 
@@ -138,7 +144,7 @@ class DenoiseProtocol(Protocol):
         return {"psnr": psnr_255(p, t), "ssim": ssim_255_channels(p, t)}
 
     def baseline(self, cond: torch.Tensor) -> torch.Tensor:
-        return cond  # the noisy image itself
+        return cond[..., :-1, :, :] if self.noise_map else cond  # the noisy image itself
 
 
 def _read(path: Path, channels: int) -> np.ndarray:
