@@ -52,6 +52,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     pipe = condiff.load(a.checkpoint, device="cpu")
     proto = DenoiseProtocol(sigmas=tuple(a.sigma))
+    proto.check(pipe)  # a model with a noise-level map gets each level's map, as BM3D its sigma
     folders = [Path(s) for s in a.sets]
     with tempfile.TemporaryDirectory() as tmp:
         if a.bundled:
@@ -67,7 +68,7 @@ def main() -> None:
         t0 = time.perf_counter()
         mean = pipe(it.cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))
         t1 = time.perf_counter()
-        ref = bm3d_estimate(from_model(it.cond, clip=False), sigma)
+        ref = bm3d_estimate(from_model(proto.baseline(it.cond), clip=False), sigma)
         t2 = time.perf_counter()
         t_model, t_bm3d = t_model + t1 - t0, t_bm3d + t2 - t1
         ours = proto.score(it, np.round(from_model(mean[0]) * 255) / 255, tgt)["psnr"]

@@ -6,10 +6,12 @@
 # small models' weights and a few grids come back as one tarball per job in $OUT.
 #   CALL=1: denoise-gray (GPU 0), jpeg-gray (GPU 1); CALL=small: their small models
 #   CALL=2: denoise-rgb (GPU 0), the colour SR samples study (GPU 1)
-#   CALL=small1: both small models side by side on ONE GPU (a one-GPU kind), each on a budget of
-#           SMALLMIN (4) minutes of training loop with what the task study learnt (EMA 0.999,
-#           compiled, the cosine fitted to the budget); scored on Set12 + BSD68 / Classic5 +
-#           LIVE1; their fp16 weights come back for scripts/bm3d_compare.py on the CPU
+#   CALL=small1: the small models side by side on ONE GPU (a one-GPU kind): the denoiser blind
+#           and with a noise-level map (data.task.noise_map; BM3D is told the level too), and
+#           JPEG; each on a budget of SMALLMIN (4) minutes of training loop with what the task
+#           study learnt (EMA 0.999, compiled, the cosine fitted to the budget); scored on Set12
+#           + BSD68 / Classic5 + LIVE1; their fp16 weights come back for
+#           scripts/bm3d_compare.py on the CPU
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -52,6 +54,8 @@ case "${CALL:-1}" in
            train.ema_decay=0.999 train.compile=true data.num_workers=7"
           study denoise-gray-small configs/denoise-gray-small.yaml denoise "Set12 BSD68" 0 "" \
             $SMALL &
+          study denoise-gray-small-map configs/denoise-gray-small.yaml denoise "Set12 BSD68" 0 "" \
+            $SMALL model.in_img_channels=3 data.task.noise_map=true &
           study jpeg-gray-small configs/jpeg-gray-small.yaml jpeg "Classic5 LIVE1" 0 "" $SMALL &
           wait ;;
   2) python3 - "$DATA" <<'PY'  # CBSD68: the 68 BSDS val JPEGs of BSD68_ids.txt, decoded
