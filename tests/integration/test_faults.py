@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -293,3 +294,24 @@ def test_two_signals_during_saves_leave_a_run_that_resumes_whole(tmp_path):
     assert not list((run / "checkpoints").glob(".tmp-*"))
     for c in ckpt.list_checkpoints(run / "checkpoints"):
         assert ckpt.verify_manifest(c)
+
+
+def test_sample_to_a_full_disk_names_the_file_it_could_not_write(tmp_path):
+    """An image's bytes fail to land (ENOSPC on write names no file): the one line names the
+    output file, and no half-written image or temporary file is left."""
+    import subprocess
+
+    src = tmp_path / "in.png"
+    Image.fromarray(np.full((32, 48), 120, np.uint8)).save(src)
+    disk = small_disk(tmp_path / "disk", "64k")
+    try:
+        filler = fill(disk)
+        p = run_cli("sample", "--checkpoint", "pretrained:denoise-gray-small", "--input", str(src),
+                    "--output", str(disk / "out"), "--estimate", "mean", "--no-progress",
+                    check=False)  # fmt: skip
+        errors = [x for x in p.stderr.splitlines() if "error:" in x]
+        assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr
+        assert f"{disk / 'out' / 'in.png'}: the disk is full" in errors[0], p.stderr
+        assert not [f for f in disk.rglob("*") if f.is_file() and f != filler]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -258,6 +258,10 @@ def write_image(path: str | Path, x: np.ndarray, bit_depth: int = 8) -> Path:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as e:  # a write error names no file: name the one that was not written
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
