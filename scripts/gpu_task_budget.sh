@@ -21,9 +21,10 @@
 #           train.attention=sdpa, and PART=B keeps that choice ($RUN.attention).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
-# LPIPS beside PSNR in the reports when .gpuw (its weights) is carried too
-export CONDIFF_CACHE=/tmp/cache; mkdir -p $CONDIFF_CACHE/metrics
-cp .gpuw/*.safetensors $CONDIFF_CACHE/metrics/ 2>/dev/null
+# LPIPS beside PSNR in the reports when .gpuw (its weights) is carried too; only the metrics'
+# folder of condiff's cache is filled (the Inductor cache stays where the earlier calls put it)
+M=${CONDIFF_CACHE:-$HOME/.cache/condiff}/metrics; mkdir -p "$M"
+cp .gpuw/*.safetensors "$M/" 2>/dev/null
 OUT=${OUT:-out}; DATA=${DATA:-.gpu1}; CONFIG=${CONFIG:-configs/denoise-gray.yaml}
 NAME=${NAME:-$(basename "$CONFIG" .yaml)-${BUDGET:-15}min}; RUN=/tmp/runs/$NAME
 mkdir -p "$OUT/$NAME" /tmp/runs; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"

@@ -223,6 +223,12 @@ def from_model(x: Tensor, clip: bool = True) -> np.ndarray:
     return (((x.clamp(-1, 1) if clip else x) + 1) / 2).permute(1, 2, 0).numpy()
 
 
+def noise_level_value(sigma: float) -> float:
+    """A noise-level map's value for a noise std ``sigma`` on the 0-255 scale: ``sigma / 127.5
+    - 1`` (0 -> -1, 255 -> 1), in [-1, 1] as every condition channel is (``data.task.noise_map``)."""
+    return sigma / 127.5 - 1
+
+
 def encode_image(x: np.ndarray, bit_depth: int = 8, fmt: str = "PNG") -> bytes:
     """(H, W, C) in [0, 1] -> file bytes: 8-bit PNG/JPEG/BMP, 16-bit PNG for gray, TIFF."""
     x = np.clip(x, 0, 1)

@@ -15,6 +15,7 @@ from PIL import Image
 from torch import Tensor
 
 from condiff.config import TaskConfig, level_range
+from condiff.data.io import noise_level_value
 
 
 def resize_bicubic(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -109,9 +110,9 @@ class Denoising(Task):
 
 
 def with_noise_map(noisy: Tensor, sigma: float) -> Tensor:
-    """The noisy image with one more channel, its noise level: ``sigma / 127.5 - 1`` everywhere
-    (sigma on the 0-255 scale, so 0 -> -1 and 255 -> 1, as every channel is in [-1, 1])."""
-    level = torch.full_like(noisy[..., :1, :, :], sigma / 127.5 - 1)
+    """The noisy image with one more channel, its noise level (``noise_level_value(sigma)``
+    everywhere; sigma on the 0-255 scale)."""
+    level = torch.full_like(noisy[..., :1, :, :], noise_level_value(sigma))
     return torch.cat([noisy, level], dim=-3)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from condiff.data.io import ImageError, list_images, probe_images, read_image
+from condiff.data.io import ImageError, list_images, noise_level_value, probe_images, read_image
 from condiff.infer.outputs import NonFiniteOutput, write_samples
 
 if TYPE_CHECKING:
@@ -93,10 +93,10 @@ def sample_files(
     written: list[Path] = []
     done = 0
     color = "gray" if image_channels == 1 else "rgb"
+    level = None if noise_level is None else noise_level_value(noise_level)
     for bi, batch in enumerate(same_size_batches(infos, batch_size)):
         conds, good = read_conditions(batch, color, upscale, strict, skipped)
-        if conds and noise_level is not None:
-            level = np.float32(noise_level / 127.5 - 1)  # as data.tasks.with_noise_map writes it
+        if level is not None:  # the noise-level map, as data.tasks.with_noise_map adds it
             conds = [np.concatenate([c, np.full_like(c[:1], level)]) for c in conds]
         if conds:
             try:
