@@ -10,7 +10,8 @@
 #   PART=B: --resume auto to the plan's end (same CONFIG, BUDGET, ARGS), then the posterior
 #           mean on SETS (Set12 BSD68 / Classic5 LIVE1) with PROTOCOL (denoise / jpeg), and the
 #           seconds per image (and a 20-step sample's on the first 10 images of each set);
-#           reports and logs come back in $OUT/NAME-PART.tgz.
+#           reports and logs come back in $OUT/NAME-PART.tgz, the fp16 EMA weights in
+#           $OUT/NAME-weights.st.* (config.json is in the tgz).
 #           A run folder left by an earlier PART=A on the same warm machine is resumed, so a
 #           budget longer than one call trains over several PART=A calls, then PART=B.
 #   PART=AB: both in one call (a budget that fits one call: BUDGET <= 6 with the evaluation).
@@ -58,7 +59,12 @@ case "${PART:-A}" in
      python3 -m condiff.cli evaluate --checkpoint "$RUN" --protocol "$P" --images "${imgs[@]}" \
        --estimate sample --samples dpmpp_2m:20 --limit 10 --no-progress \
        --output "$OUT/$NAME/eval-sample" > "$OUT/$NAME/eval-sample.log" 2>&1
-     echo "evaluate (sample) rc $?" ;;
+     echo "evaluate (sample) rc $?"
+     # the fp16 EMA weights come back in parts of 15 MiB (a returned file may have 16):
+     # cat NAME-weights.st.* > model.safetensors beside config.json
+     python3 scripts/ship_weights.py "$RUN" "$OUT/$NAME/weights" > /dev/null && \
+       split -b 15M "$OUT/$NAME/weights/model.safetensors" "$OUT/$NAME-weights.st." && \
+       rm "$OUT/$NAME/weights/model.safetensors" ;;
 esac
 cp "$RUN/metrics.jsonl" "$OUT/$NAME/" 2>/dev/null
 tar czf "$OUT/$NAME-${PART:-A}.tgz" --exclude=grids -C "$OUT" "$NAME" && rm -rf "${OUT:?}/$NAME"
