@@ -362,6 +362,12 @@ class RunConfig:
                 f"{len(self.model.channel_mults)} levels), got {self.data.crop_size}"
             )
 
+    @property
+    def noise_map(self) -> bool:
+        """Whether the model's condition ends with a noise-level map (a denoiser trained with
+        ``data.task.noise_map``): it must be told each input's noise level."""
+        return self.data.kind == "task" and self.data.task.noise_map
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 

@@ -1,6 +1,7 @@
 """The denoising and JPEG protocols: their degradations and scores by hand, and their errors."""
 
 import io
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from condiff.config import TaskConfig
+from condiff.config import DataConfig, ModelConfig, RunConfig, TaskConfig
 from condiff.data.tasks import Denoising, Jpeg
 from condiff.evaluate.metrics import blocking_effect_factor, psnr_b, y_uint8
 from condiff.evaluate.protocols import DenoiseProtocol, JpegProtocol
 from condiff.evaluate.protocols.denoise import noisy
 from condiff.evaluate.protocols.jpeg import jpeg_roundtrip
+from condiff.infer.run import CondLayout, check_layout
 
 
 def _write(folder, name, arr):
@@ -153,8 +155,31 @@ def test_a_noise_map_carries_each_images_level_and_the_input_row_stays_the_image
     _write(tmp_path / "SetX", "a", np.full((32, 32), 100, np.uint8))
     task = TaskConfig(name="denoising", noise_map=True)
     proto = DenoiseProtocol(sigmas=(15.0, 50.0))
-    proto.check(SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(kind="task", task=task))))
+    proto.check(SimpleNamespace(cfg=RunConfig(data=DataConfig(task=task))))
     for item, s in zip(proto.items([tmp_path / "SetX"], color="gray"), (15, 50), strict=True):
         assert item.cond.shape == (2, 32, 32)
         assert torch.allclose(item.cond[1], torch.full((32, 32), s / 127.5 - 1))
         assert proto.baseline(item.cond).equal(item.cond[:1])
+
+
+def test_sample_gives_a_noise_level_only_to_a_model_trained_with_a_map():
+    """`condiff sample --noise-level` reads the model's config, not its channel count: an
+    inpainting model's image + mask has a map model's channels, and must refuse the level."""
+
+    def layout(name, in_channels, noise_map=False):  # a gray model: the target is 1 channel
+        task = TaskConfig(name=name, noise_map=noise_map)
+        model = ModelConfig(preset="tiny", in_img_channels=in_channels, out_img_channels=1)
+        return CondLayout.of(RunConfig(model=model, data=DataConfig(task=task)))
+
+    assert layout("inpainting", 3) == (2, False) and layout("denoising", 3, True) == (2, True)
+    assert check_layout(layout("denoising", 3, True), 25.0) == 1
+    assert check_layout(CondLayout(4, True), 25.0) == 3
+    for bad, level, says in [
+        (layout("denoising", 3, True), None, "pass --noise-level SIGMA"),
+        (layout("inpainting", 3), 25.0, "leave it out"),  # 2 channels: the image and its mask
+        (1, 25.0, "leave it out"),
+        (layout("denoising", 3, True), 300.0, "must be in [0, 255]"),
+        (layout("inpainting", 3), None, "other layouts"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            check_layout(bad, level)

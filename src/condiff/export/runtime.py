@@ -28,6 +28,7 @@ from condiff.diffusion.samplers import estimate_plan, get_sampler, network_calls
 from condiff.diffusion.schedule import NoiseSchedule, spaced_timesteps
 from condiff.infer.outputs import refuse_nonfinite
 from condiff.infer.progress import Callback, Counted
+from condiff.infer.run import CondLayout
 from condiff.infer.tiling import TiledModel, pad_to_multiple
 
 
@@ -152,8 +153,8 @@ class OrtPipeline:
 
 def ort_engine(
     model: str | Path | None, *, seed: int = 0, progress: bool = True, **opts: Any
-) -> tuple[Callable[[np.ndarray, int], np.ndarray], int]:
-    """(engine, condition channels) of an exported model for :func:`condiff.infer.run.sample_files`:
+) -> tuple[Callable[[np.ndarray, int], np.ndarray], CondLayout]:
+    """(engine, condition layout) of an exported model for :func:`condiff.infer.run.sample_files`:
     batch ``i`` draws its noise from ``numpy.random.default_rng(seed + i)``."""
     if model is None:
         raise ValueError("--engine onnxruntime needs --model FILE.onnx (from condiff export)")
@@ -163,4 +164,4 @@ def ort_engine(
         res = pipe(conds, rng=seed + bi, progress=progress, **opts)
         return res if res.ndim == 5 else res[:, None]
 
-    return run, pipe.cond_channels
+    return run, CondLayout.of(pipe.cfg)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -21,8 +21,22 @@ from condiff.infer.outputs import NonFiniteOutput, write_samples
 if TYPE_CHECKING:
     import torch
 
+    from condiff.config import RunConfig
+
 # conds (B, C, H, W) in [-1, 1], batch index -> samples (B, K, C, H, W) in [-1, 1]
 Engine = Callable[[np.ndarray, int], np.ndarray]
+
+
+class CondLayout(NamedTuple):
+    """What an engine's condition holds: ``channels`` in all, the last of them a noise-level map
+    where ``noise_map`` (a denoiser trained with ``data.task.noise_map``)."""
+
+    channels: int
+    noise_map: bool = False
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> CondLayout:
+        return cls(cfg.model.cond_channels, cfg.noise_map)
 
 
 def default_dtype(device: torch.device) -> str:
@@ -56,7 +70,7 @@ class SampleReport:
 
 def sample_files(
     engine: Engine,
-    cond_channels: int,
+    layout: CondLayout | int,
     input_path: str | Path,
     output_dir: str | Path,
     *,
@@ -68,7 +82,7 @@ def sample_files(
 ) -> SampleReport:
     """Sample every image under ``input_path`` into ``output_dir`` with ``engine`` (from
     :func:`torch_engine`, or :func:`condiff.export.runtime.ort_engine` for an exported model),
-    whose condition has ``cond_channels`` channels.
+    whose condition is ``layout`` (the engine's; a channel count: images only).
 
     A file that cannot be read is reported in the result's ``skipped`` and the others are
     written; ``strict=True`` raises :class:`ImageError` at the first bad file instead.
@@ -81,7 +95,7 @@ def sample_files(
     files = [inp] if inp.is_file() else list_images(inp)
     if not files:
         raise ImageError(f"no images found in {inp}")
-    image_channels = check_layout(cond_channels, noise_level)
+    image_channels = check_layout(layout, noise_level)
     skipped: list[tuple[Path, str]] = []
     # a bad file is an error (--strict) or is reported and skipped; the others are written
     infos = {i.path: i for i in probe_images(files, None if strict else skipped)}
@@ -113,25 +127,33 @@ def sample_files(
     return SampleReport(written, done, skipped)
 
 
-def check_layout(cond_channels: int, noise_level: float | None) -> int:
-    """The image channels ``condiff sample`` reads for a condition of ``cond_channels``: gray
-    (1) or RGB (3), plus the noise-level map's channel where ``noise_level`` is given."""
+def check_layout(layout: CondLayout | int, noise_level: float | None) -> int:
+    """The image channels ``condiff sample`` reads for a condition of ``layout``: gray (1) or
+    RGB (3), plus the noise-level map's channel, whose value ``noise_level`` gives."""
+    if isinstance(layout, int):
+        layout = CondLayout(layout)
+    cond_channels, noise_map = layout
     if noise_level is not None:
         if not 0 <= noise_level <= 255:
             raise ValueError(
                 f"--noise-level must be in [0, 255] (the 0-255 scale), got {noise_level:g}"
             )
-        if cond_channels not in (2, 4):
+        if not noise_map:
             raise ValueError(
-                f"--noise-level is for a denoiser trained with data.task.noise_map; this model's "
-                f"condition has {cond_channels} channels (an image, no map): leave it out"
+                f"--noise-level is for a denoiser trained with data.task.noise_map; this model "
+                f"takes no noise-level map ({cond_channels} condition channels): leave it out"
             )
         return cond_channels - 1
+    if noise_map:
+        raise ValueError(
+            "this denoiser was trained with data.task.noise_map: pass --noise-level SIGMA, the "
+            "inputs' noise std on the 0-255 scale (e.g. 25)"
+        )
     if cond_channels not in (1, 3):
         raise ValueError(
             f"this model's condition has {cond_channels} channels; condiff sample reads gray (1) "
-            "or RGB (3) images (a denoiser trained with data.task.noise_map: pass --noise-level "
-            "SIGMA); use the Python API (condiff.load) for other layouts"
+            "or RGB (3) images; use the Python API (condiff.load) for other layouts (an "
+            "inpainting model's image and mask, say)"
         )
     return cond_channels
 
@@ -175,8 +197,8 @@ def torch_engine(
     seed: int = 0,
     progress: bool = True,
     **opts,
-) -> tuple[Engine, int]:
-    """(engine, condition channels) of a run, checkpoint or ``pretrained:NAME`` in PyTorch.
+) -> tuple[Engine, CondLayout]:
+    """(engine, condition layout) of a run, checkpoint or ``pretrained:NAME`` in PyTorch.
     ``opts``: the pipeline's options (estimate, sampler, steps, num_samples, overlap). Noise for
     batch ``i`` comes from a generator seeded with ``seed + i``."""
     import torch
@@ -194,4 +216,4 @@ def torch_engine(
         res = res.float().cpu().numpy()
         return res if res.ndim == 5 else res[:, None]
 
-    return run, pipe.cond_channels
+    return run, CondLayout.of(pipe.cfg)

@@ -119,7 +119,7 @@ class DenoiseProtocol(Protocol):
             raise ValueError(
                 f"--protocol denoise needs a denoising model; this run was trained for {task.name}"
             )
-        self.noise_map = pipe.cfg.data.kind == "task" and task.noise_map
+        self.noise_map = pipe.cfg.noise_map
 
     def items(self, folders, *, color, limit=None, skipped=None) -> list[EvalItem]:
         """Each folder a test set; every image at every sigma (level "σ=25")."""
