@@ -1,7 +1,7 @@
 """A denoiser's posterior mean against BM3D run on the same noisy inputs (issue 30, item 5).
 
     pip install bm3d        # the reference implementation (Mäkinen et al.), not a condiff need
-    python scripts/bm3d_compare.py --checkpoint pretrained:denoise-gray-small \\
+    python scripts/bm3d_compare.py --checkpoint pretrained:denoise-gray-small [MORE ...] \\
         --sets ../shared/data/restore/test/Set12 --bundled --sigma 15 25 50
 
 The denoise protocol's items (the clean 8-bit image plus seeded float noise, unclipped), the
@@ -9,6 +9,8 @@ model's one-call mean and BM3D (`bm3d.bm3d` for gray, `bm3d.bm3d_rgb` for colour
 sigma) on the same noisy array, both clamped and rounded to 8 bits, scored by the protocol
 (PSNR on the 0-255 scale). One row per set and level: the mean, BM3D, the difference and how
 many images the mean wins. ``--bundled`` adds the photographs condiff ships (scikit-image's).
+Several checkpoints are scored on the same inputs against one BM3D run; a model trained with a
+noise-level map gets each level's map (BM3D too is told sigma).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import condiff
 from condiff.data.bundled import export_bundled
 from condiff.data.io import from_model
+from condiff.data.tasks import with_noise_map
 from condiff.evaluate.protocols import DenoiseProtocol
 
 
@@ -39,7 +42,7 @@ def bm3d_estimate(noisy: np.ndarray, sigma: float) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default="pretrained:denoise-gray-small")
+    ap.add_argument("--checkpoint", nargs="+", default=["pretrained:denoise-gray-small"])
     ap.add_argument("--sets", nargs="*", default=[], help="clean test-set folders")
     ap.add_argument("--bundled", action="store_true", help="also the bundled photographs")
     ap.add_argument("--sigma", type=float, nargs="+", default=[15, 25, 50])
@@ -50,41 +53,48 @@ def main() -> None:
     except ImportError:
         raise SystemExit("this comparison needs the bm3d package: pip install bm3d") from None
     torch.set_num_threads(a.threads)
-    pipe = condiff.load(a.checkpoint, device="cpu")
-    proto = DenoiseProtocol(sigmas=tuple(a.sigma))
-    proto.check(pipe)  # a model with a noise-level map gets each level's map, as BM3D its sigma
+    pipes = [condiff.load(c, device="cpu") for c in a.checkpoint]
+    color = pipes[0].cfg.data.color
+    if any(p.cfg.data.color != color for p in pipes):
+        raise SystemExit("the checkpoints must all be gray or all colour")
+    proto = DenoiseProtocol(sigmas=tuple(a.sigma))  # items without a map: the noisy image
     folders = [Path(s) for s in a.sets]
     with tempfile.TemporaryDirectory() as tmp:
         if a.bundled:
             folder = Path(tmp) / "bundled"
-            export_bundled(folder, pipe.cfg.data.color)
+            export_bundled(folder, color)
             folders.append(folder)
-        items = proto.items(folders, color=pipe.cfg.data.color)
-    rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    t_model = t_bm3d = 0.0
+        items = proto.items(folders, color=color)
+    # (set, level) -> per image: BM3D's PSNR, then each model's
+    rows: dict[tuple[str, str], list[list[float]]] = {}
+    t_model, t_bm3d = [0.0] * len(pipes), 0.0
     for it in items:
         sigma = float(it.level.split("=")[1])
         tgt = from_model(it.target)
         t0 = time.perf_counter()
-        mean = pipe(it.cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))
-        t1 = time.perf_counter()
-        ref = bm3d_estimate(from_model(proto.baseline(it.cond), clip=False), sigma)
-        t2 = time.perf_counter()
-        t_model, t_bm3d = t_model + t1 - t0, t_bm3d + t2 - t1
-        ours = proto.score(it, np.round(from_model(mean[0]) * 255) / 255, tgt)["psnr"]
-        theirs = proto.score(it, np.round(np.clip(ref, 0, 1) * 255) / 255, tgt)["psnr"]
-        rows.setdefault((it.group, it.level), []).append((ours, theirs))
-        print(f"  {it.group} {it.name} {it.level}: mean {ours:.2f}, BM3D {theirs:.2f}", flush=True)
-    print(f"\n{a.checkpoint} (posterior mean, one call) against BM3D on the same noisy inputs")
-    print("| set | level | images | mean | BM3D | mean - BM3D | mean wins |")
-    print("|---|---|---|---|---|---|---|")
-    for (group, level), r in rows.items():
-        o, t = np.array(r).T
-        print(
-            f"| {group} | {level} | {len(r)} | {o.mean():.2f} | {t.mean():.2f} | "
-            f"{o.mean() - t.mean():+.2f} | {(o > t).sum()} |"
-        )
-    print(f"\nCPU seconds: the mean {t_model:.0f}, BM3D {t_bm3d:.0f} ({a.threads} threads)")
+        ref = bm3d_estimate(from_model(it.cond, clip=False), sigma)
+        t_bm3d += time.perf_counter() - t0
+        row = [proto.score(it, np.round(np.clip(ref, 0, 1) * 255) / 255, tgt)["psnr"]]
+        for i, pipe in enumerate(pipes):
+            cond = with_noise_map(it.cond, sigma) if pipe.cfg.noise_map else it.cond
+            t0 = time.perf_counter()
+            mean = pipe(cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))
+            t_model[i] += time.perf_counter() - t0
+            row.append(proto.score(it, np.round(from_model(mean[0]) * 255) / 255, tgt)["psnr"])
+        rows.setdefault((it.group, it.level), []).append(row)
+        scores = ", ".join(f"{v:.2f}" for v in row[1:])
+        print(f"  {it.group} {it.name} {it.level}: BM3D {row[0]:.2f}, mean {scores}", flush=True)
+    for i, ckpt in enumerate(a.checkpoint):
+        print(f"\n{ckpt} (posterior mean, one call) against BM3D on the same noisy inputs")
+        print("| set | level | images | mean | BM3D | mean - BM3D | mean wins |")
+        print("|---|---|---|---|---|---|---|")
+        for (group, level), r in rows.items():
+            t, o = np.array(r)[:, 0], np.array(r)[:, i + 1]
+            print(
+                f"| {group} | {level} | {len(r)} | {o.mean():.2f} | {t.mean():.2f} | "
+                f"{o.mean() - t.mean():+.2f} | {(o > t).sum()} |"
+            )
+        print(f"CPU seconds: the mean {t_model[i]:.0f}, BM3D {t_bm3d:.0f} ({a.threads} threads)")
 
 
 if __name__ == "__main__":

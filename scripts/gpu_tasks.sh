@@ -12,6 +12,7 @@
 #           study learnt (EMA 0.999, compiled, the cosine fitted to the budget); scored on Set12
 #           + BSD68 / Classic5 + LIVE1; their fp16 weights come back for
 #           scripts/bm3d_compare.py on the CPU
+#   CALL=smalld: the blind small denoiser alone on ONE GPU for SMALLMIN (6) minutes
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -58,6 +59,11 @@ case "${CALL:-1}" in
             $SMALL model.in_img_channels=3 data.task.noise_map=true &
           study jpeg-gray-small configs/jpeg-gray-small.yaml jpeg "Classic5 LIVE1" 0 "" $SMALL &
           wait ;;
+  smalld) # the blind small denoiser alone on the GPU, SMALLMIN (6) minutes: does a longer
+          # budget close its last 0.05 dB to BM3D at sigma 15 (session 15)?
+          study denoise-gray-small configs/denoise-gray-small.yaml denoise "Set12 BSD68" 0 "" \
+            train.steps=100000 train.budget_minutes="${SMALLMIN:-6}" train.max_minutes=null \
+            train.compile=true ;;
   2) python3 - "$DATA" <<'PY'  # CBSD68: the 68 BSDS val JPEGs of BSD68_ids.txt, decoded
 import sys
 from pathlib import Path

@@ -73,7 +73,6 @@ def plot(runs: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from condiff.evaluate.sr import PUBLISHED
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))

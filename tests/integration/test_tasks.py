@@ -10,6 +10,7 @@ from PIL import Image
 
 import condiff
 from condiff.data import export_bundled, read_image
+from condiff.data.tasks import with_noise_map
 from condiff.evaluate.metrics import psnr
 from tests.conftest import run_cli
 
@@ -39,6 +40,11 @@ def test_shipped_denoiser_loads_by_name_and_removes_noise(photos):
     mean = pipe(cond, estimate="mean")[0]
     out = ((mean.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
     assert psnr(out, clean) > psnr(np.clip(noisy, 0, 1), clean) + 4  # measured: about +8 dB
+    told = condiff.load("pretrained:denoise-gray-small-map", device="cpu")
+    assert told.cfg.noise_map and told.cond_channels == 2  # the image and its noise level
+    mean = told(with_noise_map(cond, 25.0), estimate="mean")[0]
+    out_told = ((mean.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    assert psnr(out_told, clean) > psnr(np.clip(noisy, 0, 1), clean) + 4
 
 
 def test_sample_cli_takes_pretrained_names(photos, tmp_path):
