@@ -123,6 +123,9 @@ def test_hostile_input_gets_a_4xx_and_the_server_lives(server, images):
         (post(server, good, num_samples=10**6), 422, "num_samples must be in 1..16"),
         (post(server, good, sampler="plms"), 422, "sampler must be one of"),
         (post(server, good, seed=-1), 422, "seed must be in"),
+        (post(server, good, noise_level="abc"), 422, "noise_level must be a number"),
+        (post(server, good, noise_level="nan"), 422, "noise_level must be in [0, 255]"),
+        (post(server, good, noise_level=25), 422, "takes none: leave it out"),  # no map here
         (httpx.post(f"{server}/v1/translate", data={"steps": "2"}, headers=AUTH), 422, "'image'"),
         (httpx.post(f"{server}/v1/translate", files={"image": ("a.png", good)}), 401, "token"),
     ]
@@ -141,6 +144,30 @@ def test_hostile_input_gets_a_4xx_and_the_server_lives(server, images):
     assert 'condiff_requests_total{route="/v1/translate",status="413"} 4.0' in metrics
     assert 'condiff_requests_total{route="other",status="404"} 3.0' in metrics
     assert "/nope" not in metrics and "/x/y/z" not in metrics
+
+
+def test_a_denoiser_told_the_noise_level_takes_it_per_request_as_the_cli_does(images):
+    """The shipped map model: noise_level is required, goes into the condition as `condiff
+    sample --noise-level` puts it (the same image out), and different levels may share a batch."""
+    proc, url = start_server(["--checkpoint", "pretrained:denoise-gray-small-map"])
+    try:
+        model = httpx.get(f"{url}/v1/model").json()
+        assert model["noise_map"] and model["cond_channels"] == 2 and model["color"] == "gray"
+        good = images[0].read_bytes()
+        r = post(url, good, estimate="mean")
+        assert r.status_code == 422 and "noise_level is required" in r.json()["detail"]
+        ref = cli_outputs("pretrained:denoise-gray-small-map", [(images[0], 0)],
+                          ["--estimate=mean", "--noise-level=25"])[(images[0], 0)]  # fmt: skip
+        outs = {}
+        for level in (25, 50):
+            r = post(url, good, estimate="mean", noise_level=level)
+            assert r.status_code == 200, r.text
+            outs[level] = np.asarray(Image.open(io.BytesIO(r.content))).astype(int)
+        assert np.abs(outs[25] - ref).max() <= 1  # as the CLI writes it, to one level of 255
+        assert np.abs(outs[25] - outs[50]).mean() > 0.5  # the level reaches the network
+    finally:
+        rc, out = stop_server(proc)
+    assert rc in CLEAN_EXIT, out
 
 
 def test_concurrent_requests_are_micro_batched_and_equal_the_cli(tiny_run, images):

@@ -12,8 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a trained model over HTTP: an API and a web page",
         description="Load a model once and serve it: POST /v1/translate (multipart field "
-        "'image'; options estimate, sampler, steps, seed, num_samples, upscale, format as query "
-        "parameters or form fields), GET /v1/model, GET /healthz, GET /metrics (Prometheus), and "
+        "'image'; options estimate, sampler, steps, seed, num_samples, upscale, format, and "
+        "noise_level for a denoiser trained with a noise-level map, as query parameters or "
+        "form fields), GET /v1/model, GET /healthz, GET /metrics (Prometheus), and "
         "a page at /. Concurrent requests of the same shape and options are micro-batched. "
         "Needs the serve extra: pip install 'condiff[serve]'. SIGTERM stops accepting, finishes "
         "the requests in flight (at most --drain-timeout seconds), then stops. POST /v1/jobs "

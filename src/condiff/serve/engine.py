@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from condiff.data.io import encode_image, probe_image, read_image
+from condiff.data.io import encode_image, noise_level_value, probe_image, read_image
 from condiff.diffusion.samplers import SAMPLERS
 from condiff.infer.graphs import DETERMINISTIC
 from condiff.infer.outputs import STD_SCALE
 from condiff.infer.progress import Cancelled, Progress
-from condiff.infer.run import resize_bicubic_np
+from condiff.infer.run import CondLayout, resize_bicubic_np
 
 # all: baseline, mean, the perceptual estimate (where the model has one), samples and their std
 ESTIMATES = ("sample", "mean", "perceptual", "all")
@@ -45,6 +45,9 @@ class Options:
     # image: the estimate as `condiff sample` writes it (PNG; 16-bit TIFF for 16-bit input);
     # json: every output as base64 PNG
     format: str = "image"
+    # a denoiser trained with data.task.noise_map: the upload's noise std on the 0-255 scale
+    # (required there, refused for any other model)
+    noise_level: float | None = None
 
 
 class OptionError(ValueError):
@@ -71,6 +74,19 @@ def _choice(raw: dict[str, str], name: str, default: str, choices: tuple[str, ..
     return value
 
 
+def _level(raw: dict[str, str]) -> float | None:
+    value = raw.get("noise_level")
+    if value in (None, ""):
+        return None
+    try:
+        v = float(str(value))
+    except ValueError:
+        raise OptionError(f"noise_level must be a number, got {value!r}") from None
+    if not 0 <= v <= 255:  # also refuses nan
+        raise OptionError(f"noise_level must be in [0, 255] (the 0-255 scale), got {value}")
+    return v
+
+
 def parse_options(raw: dict[str, str], defaults: Options, limits: Limits) -> Options:
     """Options from query parameters and form fields (strings), checked against ``limits``."""
     known = {f for f in Options.__dataclass_fields__}
@@ -85,6 +101,7 @@ def parse_options(raw: dict[str, str], defaults: Options, limits: Limits) -> Opt
         num_samples=_int(raw, "num_samples", defaults.num_samples, 1, limits.max_samples),
         upscale=_int(raw, "upscale", defaults.upscale, 1, limits.max_upscale),
         format=_choice(raw, "format", defaults.format, ("image", "json")),
+        noise_level=_level(raw),
     )
 
 
@@ -196,12 +213,16 @@ class Translator:
         self.bucket = getattr(self.pipe, "graphs", False) if bucket is None else bucket
         self.cond_channels = self.pipe.cond_channels
         self.target_channels = self.pipe.target_channels
-        if self.cond_channels not in (1, 3):
+        # a denoiser told the noise level: the upload plus its map (the request's noise_level)
+        self.noise_map = CondLayout.of(self.cfg).noise_map
+        image_channels = self.cond_channels - self.noise_map
+        if image_channels not in (1, 3):
             raise ValueError(
                 f"this model's condition has {self.cond_channels} channels; the server reads "
-                "gray (1) or RGB (3) images"
+                "gray (1) or RGB (3) images (plus a noise-level map for a denoiser trained "
+                "with one)"
             )
-        self.color = "gray" if self.cond_channels == 1 else "rgb"
+        self.color = "gray" if image_channels == 1 else "rgb"
         sc = self.cfg.sample
         # the page's defaults: the fast, faithful mean, at the model's own upscale (a 4x SR
         # model's uploads are low-resolution); /v1/model lists them
@@ -228,6 +249,7 @@ class Translator:
             "task": task.name if self.cfg.data.kind == "task" else "paired",
             "default_upscale": self.default_upscale(),
             "cond_channels": self.cond_channels,
+            "noise_map": self.noise_map,
             "target_channels": self.target_channels,
             "color": self.color,
             "size_multiple": self.pipe.size_multiple,
@@ -245,6 +267,16 @@ class Translator:
                 f"estimate {opts.estimate!r}: this model gives {list(self.estimates)} (the "
                 "perceptual estimate needs a run with a perceptual stage)"
             )
+        if self.noise_map and opts.noise_level is None:
+            raise OptionError(
+                "noise_level is required: this denoiser was trained with a noise-level map; "
+                "give the upload's noise std on the 0-255 scale (e.g. 25)"
+            )
+        if not self.noise_map and opts.noise_level is not None:
+            raise OptionError(
+                "noise_level is for a denoiser trained with data.task.noise_map; this model "
+                "takes none: leave it out"
+            )
         lim = self.limits
         probe_image(data, max_pixels=lim.max_pixels // (opts.upscale * opts.upscale))
         x, depth = read_image(data, self.color)
@@ -252,6 +284,8 @@ class Translator:
         if opts.upscale > 1:
             size = (c.shape[1] * opts.upscale, c.shape[2] * opts.upscale)
             c = np.clip(resize_bicubic_np(c, size), -1, 1)
+        if opts.noise_level is not None:  # the map, as data.tasks.with_noise_map adds it
+            c = np.concatenate([c, np.full_like(c[:1], noise_level_value(opts.noise_level))])
         eta_free = opts.sampler != "ddim" or not self.cfg.sample.eta
         batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
         return Job(c.astype(np.float32), depth, opts, batchable)
