@@ -140,8 +140,9 @@ def check_layout(layout: CondLayout | int, noise_level: float | None) -> int:
             )
         if not noise_map:
             raise ValueError(
-                f"--noise-level is for a denoiser trained with data.task.noise_map; this model "
-                f"takes no noise-level map ({cond_channels} condition channels): leave it out"
+                "--noise-level is for a denoiser trained with data.task.noise_map; this model "
+                f"takes no noise-level map (its condition: {cond_channels} channel"
+                f"{'s' if cond_channels != 1 else ''}): leave it out"
             )
         return cond_channels - 1
     if noise_map:
