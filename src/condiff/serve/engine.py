@@ -18,7 +18,7 @@ from condiff.diffusion.samplers import SAMPLERS
 from condiff.infer.graphs import DETERMINISTIC
 from condiff.infer.outputs import STD_SCALE
 from condiff.infer.progress import Cancelled, Progress
-from condiff.infer.run import CondLayout, resize_bicubic_np
+from condiff.infer.run import resize_bicubic_np
 
 # all: baseline, mean, the perceptual estimate (where the model has one), samples and their std
 ESTIMATES = ("sample", "mean", "perceptual", "all")
@@ -214,7 +214,7 @@ class Translator:
         self.cond_channels = self.pipe.cond_channels
         self.target_channels = self.pipe.target_channels
         # a denoiser told the noise level: the upload plus its map (the request's noise_level)
-        self.noise_map = CondLayout.of(self.cfg).noise_map
+        self.noise_map = self.cfg.noise_map
         image_channels = self.cond_channels - self.noise_map
         if image_channels not in (1, 3):
             raise ValueError(
