@@ -89,7 +89,8 @@ def main() -> None:
         print("| set | level | images | mean | BM3D | mean - BM3D | mean wins |")
         print("|---|---|---|---|---|---|---|")
         for (group, level), r in rows.items():
-            t, o = np.array(r)[:, 0], np.array(r)[:, i + 1]
+            psnrs = np.array(r)
+            t, o = psnrs[:, 0], psnrs[:, i + 1]
             print(
                 f"| {group} | {level} | {len(r)} | {o.mean():.2f} | {t.mean():.2f} | "
                 f"{o.mean() - t.mean():+.2f} | {(o > t).sum()} |"

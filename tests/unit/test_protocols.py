@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from condiff.config import DataConfig, ModelConfig, RunConfig, TaskConfig
-from condiff.data.tasks import Denoising, Jpeg
+from condiff.data.io import with_noise_map_np
+from condiff.data.tasks import Denoising, Jpeg, with_noise_map
 from condiff.evaluate.metrics import blocking_effect_factor, psnr_b, y_uint8
 from condiff.evaluate.protocols import DenoiseProtocol, JpegProtocol
 from condiff.evaluate.protocols.denoise import noisy
@@ -152,6 +153,9 @@ def test_a_noise_map_carries_each_images_level_and_the_input_row_stays_the_image
         assert c[1].unique().numel() == 1
         assert level == pytest.approx(float(c[0].std()) * 255 / 2, rel=0.1)
         assert d.baseline(c, 1).equal(c[:1])
+    # the numpy twin (condiff sample, condiff serve) adds the same channel as training does
+    y = torch.rand(1, 8, 8) * 2 - 1
+    assert np.array_equal(with_noise_map_np(y.numpy(), 25.0), with_noise_map(y, 25.0).numpy())
     _write(tmp_path / "SetX", "a", np.full((32, 32), 100, np.uint8))
     task = TaskConfig(name="denoising", noise_map=True)
     proto = DenoiseProtocol(sigmas=(15.0, 50.0))

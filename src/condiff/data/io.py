@@ -229,6 +229,12 @@ def noise_level_value(sigma: float) -> float:
     return sigma / 127.5 - 1
 
 
+def with_noise_map_np(cond: np.ndarray, sigma: float) -> np.ndarray:
+    """(C, H, W) condition -> (C + 1, H, W): the image plus its noise-level map, the numpy twin
+    of :func:`condiff.data.tasks.with_noise_map` (``condiff sample`` and ``condiff serve``)."""
+    return np.concatenate([cond, np.full_like(cond[:1], noise_level_value(sigma))])
+
+
 def encode_image(x: np.ndarray, bit_depth: int = 8, fmt: str = "PNG") -> bytes:
     """(H, W, C) in [0, 1] -> file bytes: 8-bit PNG/JPEG/BMP, 16-bit PNG for gray, TIFF."""
     x = np.clip(x, 0, 1)

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from PIL import Image
 
-from condiff.data.io import ImageError, list_images, noise_level_value, probe_images, read_image
+from condiff.data.io import (
+    ImageError,
+    list_images,
+    probe_images,
+    read_image,
+    with_noise_map_np,
+)
 from condiff.infer.outputs import NonFiniteOutput, write_samples
 
 if TYPE_CHECKING:
@@ -107,11 +113,10 @@ def sample_files(
     written: list[Path] = []
     done = 0
     color = "gray" if image_channels == 1 else "rgb"
-    level = None if noise_level is None else noise_level_value(noise_level)
     for bi, batch in enumerate(same_size_batches(infos, batch_size)):
         conds, good = read_conditions(batch, color, upscale, strict, skipped)
-        if level is not None:  # the noise-level map, as data.tasks.with_noise_map adds it
-            conds = [np.concatenate([c, np.full_like(c[:1], level)]) for c in conds]
+        if noise_level is not None:  # the noise-level map, as in training
+            conds = [with_noise_map_np(c, noise_level) for c in conds]
         if conds:
             try:
                 res = engine(np.stack(conds).astype(np.float32), bi)

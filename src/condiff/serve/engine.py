@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from condiff.data.io import encode_image, noise_level_value, probe_image, read_image
+from condiff.data.io import encode_image, probe_image, read_image, with_noise_map_np
 from condiff.diffusion.samplers import SAMPLERS
 from condiff.infer.graphs import DETERMINISTIC
 from condiff.infer.outputs import STD_SCALE
@@ -284,8 +284,8 @@ class Translator:
         if opts.upscale > 1:
             size = (c.shape[1] * opts.upscale, c.shape[2] * opts.upscale)
             c = np.clip(resize_bicubic_np(c, size), -1, 1)
-        if opts.noise_level is not None:  # the map, as data.tasks.with_noise_map adds it
-            c = np.concatenate([c, np.full_like(c[:1], noise_level_value(opts.noise_level))])
+        if opts.noise_level is not None:  # the noise-level map, as in training
+            c = with_noise_map_np(c, opts.noise_level)
         eta_free = opts.sampler != "ddim" or not self.cfg.sample.eta
         batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
         return Job(c.astype(np.float32), depth, opts, batchable)
