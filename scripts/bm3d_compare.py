@@ -10,7 +10,9 @@ sigma) on the same noisy array, both clamped and rounded to 8 bits, scored by th
 (PSNR on the 0-255 scale). One row per set and level: the mean, BM3D, the difference and how
 many images the mean wins. ``--bundled`` adds the photographs condiff ships (scikit-image's).
 Several checkpoints are scored on the same inputs against one BM3D run; a model trained with a
-noise-level map gets each level's map (BM3D too is told sigma).
+noise-level map gets each level's map (BM3D too is told sigma); ``--auto-level`` scores it
+run blind too, given the level ``condiff sample --noise-level auto`` estimates from the noisy
+input (``condiff.data.io.estimate_noise_level``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 import condiff
 from condiff.data.bundled import export_bundled
-from condiff.data.io import from_model
+from condiff.data.io import estimate_noise_level, from_model
 from condiff.data.tasks import with_noise_map
 from condiff.evaluate.protocols import DenoiseProtocol
 
@@ -47,13 +49,25 @@ def main() -> None:
     ap.add_argument("--bundled", action="store_true", help="also the bundled photographs")
     ap.add_argument("--sigma", type=float, nargs="+", default=[15, 25, 50])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--auto-level",
+        action="store_true",
+        help="also score each map model given its estimated level (as --noise-level auto)",
+    )
     a = ap.parse_args()
     try:
         import bm3d  # noqa: F401
     except ImportError:
         raise SystemExit("this comparison needs the bm3d package: pip install bm3d") from None
     torch.set_num_threads(a.threads)
-    pipes = [condiff.load(c, device="cpu") for c in a.checkpoint]
+    loaded = [condiff.load(c, device="cpu") for c in a.checkpoint]
+    # (label, pipeline, level source): a map model is told sigma, and with --auto-level also
+    # given its own estimate
+    runs = [(c, p, "told") for c, p in zip(a.checkpoint, loaded, strict=True)]
+    runs += [
+        (f"{c} (auto level)", p, "auto") for c, p, _ in runs if a.auto_level and p.cfg.noise_map
+    ]
+    pipes = [p for _, p, _ in runs]
     color = pipes[0].cfg.data.color
     if any(p.cfg.data.color != color for p in pipes):
         raise SystemExit("the checkpoints must all be gray or all colour")
@@ -75,8 +89,9 @@ def main() -> None:
         ref = bm3d_estimate(from_model(it.cond, clip=False), sigma)
         t_bm3d += time.perf_counter() - t0
         row = [proto.score(it, np.round(np.clip(ref, 0, 1) * 255) / 255, tgt)["psnr"]]
-        for i, pipe in enumerate(pipes):
-            cond = with_noise_map(it.cond, sigma) if pipe.cfg.noise_map else it.cond
+        for i, (_, pipe, source) in enumerate(runs):
+            level = sigma if source == "told" else estimate_noise_level(it.cond.numpy())
+            cond = with_noise_map(it.cond, level) if pipe.cfg.noise_map else it.cond
             t0 = time.perf_counter()
             mean = pipe(cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))
             t_model[i] += time.perf_counter() - t0
@@ -84,7 +99,7 @@ def main() -> None:
         rows.setdefault((it.group, it.level), []).append(row)
         scores = ", ".join(f"{v:.2f}" for v in row[1:])
         print(f"  {it.group} {it.name} {it.level}: BM3D {row[0]:.2f}, mean {scores}", flush=True)
-    for i, ckpt in enumerate(a.checkpoint):
+    for i, (ckpt, _, _) in enumerate(runs):
         print(f"\n{ckpt} (posterior mean, one call) against BM3D on the same noisy inputs")
         print("| set | level | images | mean | BM3D | mean - BM3D | mean wins |")
         print("|---|---|---|---|---|---|---|")

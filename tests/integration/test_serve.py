@@ -165,6 +165,18 @@ def test_a_denoiser_told_the_noise_level_takes_it_per_request_as_the_cli_does(im
             outs[level] = np.asarray(Image.open(io.BytesIO(r.content))).astype(int)
         assert np.abs(outs[25] - ref).max() <= 1  # as the CLI writes it, to one level of 255
         assert np.abs(outs[25] - outs[50]).mean() > 0.5  # the level reaches the network
+        # auto: the level estimated from the upload, told back (header, JSON)
+        src = np.add.outer(np.linspace(60, 190, 48), np.linspace(0, 30, 64))  # a smooth ramp
+        noisy = np.clip(src + np.random.default_rng(0).normal(0, 25, src.shape), 0, 255)
+        buf = io.BytesIO()
+        Image.fromarray(np.round(noisy).astype(np.uint8)).save(buf, format="PNG")
+        r = post(url, buf.getvalue(), estimate="mean", noise_level="auto")
+        assert r.status_code == 200, r.text
+        assert float(r.headers["X-Condiff-Noise-Level"]) == pytest.approx(25, abs=3)
+        r = post(url, buf.getvalue(), estimate="mean", noise_level="auto", format="json")
+        assert r.json()["noise_level"] == pytest.approx(25, abs=3)
+        r = post(url, good, estimate="mean", noise_level="loud")
+        assert r.status_code == 422 and "or 'auto'" in r.json()["detail"]
     finally:
         rc, out = stop_server(proc)
     assert rc in CLEAN_EXIT, out

@@ -10,6 +10,7 @@ from PIL import Image
 
 import condiff
 from condiff.data import export_bundled, read_image
+from condiff.data.io import write_image
 from condiff.data.tasks import with_noise_map
 from condiff.evaluate.metrics import psnr
 from tests.conftest import run_cli
@@ -200,6 +201,18 @@ def test_a_noise_map_denoiser_trains_is_scored_with_each_level_and_samples_from_
     assert read_image(tmp_path / "o1" / clean.name)[0].shape == (64, 96, 1)
     p = run_cli(*sample, str(tmp_path / "o2"), check=False)
     assert p.returncode == 2 and "pass --noise-level SIGMA" in p.stderr
+    # auto: each image's own estimate, given to the model and written beside the outputs
+    img = read_image(clean)[0]
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 25 / 255, img.shape), 0, 1)
+    write_image(tmp_path / "noisy" / clean.name, noisy)
+    auto = [*sample[:4], str(tmp_path / "noisy"), *sample[5:], str(tmp_path / "o4")]
+    p = run_cli(*auto, "--noise-level", "auto")
+    assert "noise level estimated (std, 0-255 scale): median" in p.stdout
+    (row,) = list(csv.DictReader((tmp_path / "o4" / "noise-levels.csv").open()))
+    assert row["file"] == clean.name and float(row["noise_level"]) == pytest.approx(25, abs=2.5)
+    assert read_image(tmp_path / "o4" / clean.name)[0].shape == (64, 96, 1)
+    p = run_cli(*sample, str(tmp_path / "o5"), "--noise-level", "loud", check=False)
+    assert p.returncode == 2 and "or 'auto', got 'loud'" in p.stderr
     p = run_cli(*sample[:2], "pretrained:denoise-gray-small", *sample[3:], str(tmp_path / "o3"),
                 "--noise-level", "25", check=False)  # fmt: skip
     assert p.returncode == 2 and "leave it out" in p.stderr

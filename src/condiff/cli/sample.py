@@ -9,6 +9,18 @@ from condiff.cli.options import add_no_progress, add_sampling, speed
 CHECKPOINT_HELP = "run folder, checkpoint folder, or pretrained:NAME (weights shipped with condiff)"
 
 
+def noise_level_arg(text: str) -> float | str:
+    """``--noise-level``: a number (checked against the model's layout later) or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a noise std on the 0-255 scale (e.g. 25) or 'auto', got {text!r}"
+        ) from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "sample",
@@ -46,11 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--noise-level",
-        type=float,
+        type=noise_level_arg,
         default=None,
-        metavar="SIGMA",
+        metavar="SIGMA|auto",
         help="for a denoiser trained with data.task.noise_map: the inputs' noise std on the "
-        "0-255 scale (e.g. 25), given to the model as its noise-level map",
+        "0-255 scale (e.g. 25), given to the model as its noise-level map; 'auto' estimates "
+        "it per image (wavelet median; within ~1 of the truth on Set12 at sigma 15-50, "
+        "higher on fine texture) and writes the estimates to OUTPUT/noise-levels.csv",
     )
     s.add_argument(
         "--strict",

@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="serve a trained model over HTTP: an API and a web page",
         description="Load a model once and serve it: POST /v1/translate (multipart field "
         "'image'; options estimate, sampler, steps, seed, num_samples, upscale, format, and "
-        "noise_level for a denoiser trained with a noise-level map, as query parameters or "
+        "noise_level (a std on the 0-255 scale, or auto) for a denoiser trained with a "
+        "noise-level map, as query parameters or "
         "form fields), GET /v1/model, GET /healthz, GET /metrics (Prometheus), and "
         "a page at /. Concurrent requests of the same shape and options are micro-batched. "
         "Needs the serve extra: pip install 'condiff[serve]'. SIGTERM stops accepting, finishes "

@@ -17,11 +17,13 @@ from PIL import Image
 
 from condiff.data.io import (
     ImageError,
+    estimate_noise_level,
     list_images,
     probe_images,
     read_image,
     with_noise_map_np,
 )
+from condiff.files import atomic_write_text
 from condiff.infer.outputs import NonFiniteOutput, write_samples
 
 if TYPE_CHECKING:
@@ -58,19 +60,31 @@ def resize_bicubic_np(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     )
 
 
+# ``--noise-level``: sigma on the 0-255 scale, or "auto" (estimated per image)
+NoiseLevel = float | str | None
+
+
 @dataclass
 class SampleReport:
-    """What ``condiff sample`` did: files written, images done, and the files it skipped."""
+    """What ``condiff sample`` did: files written, images done, the files it skipped, and the
+    noise levels it estimated (``noise_level="auto"``)."""
 
     written: list[Path]
     images: int
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    noise_levels: dict[Path, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"{self.images} image(s) done, {len(self.written)} file(s) written"]
         if self.skipped:
             lines[0] += f"; {len(self.skipped)} skipped:"
             lines += [f"  {p}: {why}" for p, why in self.skipped]
+        if self.noise_levels:
+            v = np.array(list(self.noise_levels.values()))
+            lines.append(
+                f"noise level estimated (std, 0-255 scale): median {np.median(v):.1f}, "
+                f"{v.min():.1f} to {v.max():.1f} over {len(v)} image(s)"
+            )
         return "\n".join(lines)
 
 
@@ -84,7 +98,7 @@ def sample_files(
     upscale: int = 1,
     progress: bool = True,
     strict: bool = False,
-    noise_level: float | None = None,
+    noise_level: NoiseLevel = None,
 ) -> SampleReport:
     """Sample every image under ``input_path`` into ``output_dir`` with ``engine`` (from
     :func:`torch_engine`, or :func:`condiff.export.runtime.ort_engine` for an exported model),
@@ -92,8 +106,9 @@ def sample_files(
 
     A file that cannot be read is reported in the result's ``skipped`` and the others are
     written; ``strict=True`` raises :class:`ImageError` at the first bad file instead.
-    ``noise_level`` (sigma, 0-255 scale): a denoiser trained with ``data.task.noise_map`` gets
-    the image plus its noise-level map.
+    ``noise_level`` (sigma, 0-255 scale, or ``"auto"``: each image's own estimate, written to
+    ``noise-levels.csv`` in ``output_dir``): a denoiser trained with ``data.task.noise_map``
+    gets the image plus its noise-level map.
     """
     if batch_size < 1 or upscale < 1:
         raise ValueError("--batch-size and --upscale must be >= 1")
@@ -111,12 +126,13 @@ def sample_files(
 
         bar = tqdm(total=len(infos), desc="sample", unit="img")
     written: list[Path] = []
+    levels: dict[Path, float] = {}
     done = 0
     color = "gray" if image_channels == 1 else "rgb"
     for bi, batch in enumerate(same_size_batches(infos, batch_size)):
         conds, good = read_conditions(batch, color, upscale, strict, skipped)
         if noise_level is not None:  # the noise-level map, as in training
-            conds = [with_noise_map_np(c, noise_level) for c in conds]
+            conds = add_noise_maps(conds, good, noise_level, levels)
         if conds:
             try:
                 res = engine(np.stack(conds).astype(np.float32), bi)
@@ -129,19 +145,38 @@ def sample_files(
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    return SampleReport(written, done, skipped)
+    if levels:
+        rows = "".join(f"{p.name},{v:.2f}\n" for p, v in levels.items())
+        written.append(atomic_write_text(out / "noise-levels.csv", "file,noise_level\n" + rows))
+    return SampleReport(written, done, skipped, levels)
 
 
-def check_layout(layout: CondLayout | int, noise_level: float | None) -> int:
+def add_noise_maps(
+    conds: list[np.ndarray], files: list[Path], noise_level: float | str, levels: dict
+) -> list[np.ndarray]:
+    """Each condition plus its noise-level map: ``noise_level``, or (``"auto"``) the image's
+    own estimate (:func:`condiff.data.io.estimate_noise_level`), recorded in ``levels``."""
+    if noise_level == "auto":
+        est = [estimate_noise_level(c) for c in conds]
+        levels.update(zip(files, est, strict=True))
+        return [with_noise_map_np(c, s) for c, s in zip(conds, est, strict=True)]
+    return [with_noise_map_np(c, float(noise_level)) for c in conds]
+
+
+def check_layout(layout: CondLayout | int, noise_level: NoiseLevel) -> int:
     """The image channels ``condiff sample`` reads for a condition of ``layout``: gray (1) or
-    RGB (3), plus the noise-level map's channel, whose value ``noise_level`` gives."""
+    RGB (3), plus the noise-level map's channel, whose value ``noise_level`` gives (a number,
+    or ``"auto"``: each image's estimate)."""
     if isinstance(layout, int):
         layout = CondLayout(layout)
     cond_channels, noise_map = layout
     if noise_level is not None:
-        if not 0 <= noise_level <= 255:
+        if noise_level != "auto" and not (
+            isinstance(noise_level, int | float) and 0 <= noise_level <= 255
+        ):
             raise ValueError(
-                f"--noise-level must be in [0, 255] (the 0-255 scale), got {noise_level:g}"
+                "--noise-level must be a number in [0, 255] (the 0-255 scale) or 'auto', "
+                f"got {noise_level!r}"
             )
         if not noise_map:
             raise ValueError(

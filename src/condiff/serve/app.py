@@ -240,7 +240,10 @@ def _translate(app: Any, srv: Server) -> None:
         if job.opts.format == "json" or "application/json" in request.headers.get("accept", ""):
             return JSONResponse(_outputs(job, result, time.perf_counter() - t0))
         data, media = result.file()
-        return Response(data, media_type=media, headers={"X-Condiff-NFE": str(result.nfe)})
+        headers = {"X-Condiff-NFE": str(result.nfe)}
+        if job.noise_level is not None:  # the level the model was given (estimated for "auto")
+            headers["X-Condiff-Noise-Level"] = f"{job.noise_level:.2f}"
+        return Response(data, media_type=media, headers=headers)
 
 
 def _jobs(app: Any, srv: Server) -> None:
@@ -304,6 +307,8 @@ def _outputs(job: Job, result: Any, seconds: float | None) -> dict:
         "media_type": "image/png",
         "outputs": {k: [base64.b64encode(b).decode() for b in v] for k, v in result.pngs().items()},
     }
+    if job.noise_level is not None:  # the level the model was given (estimated for "auto")
+        body["noise_level"] = round(job.noise_level, 2)
     if seconds is not None:
         body["seconds"] = seconds
     return body

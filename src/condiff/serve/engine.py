@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from condiff.data.io import encode_image, probe_image, read_image, with_noise_map_np
+from condiff.data.io import (
+    encode_image,
+    estimate_noise_level,
+    probe_image,
+    read_image,
+    with_noise_map_np,
+)
 from condiff.diffusion.samplers import SAMPLERS
 from condiff.infer.graphs import DETERMINISTIC
 from condiff.infer.outputs import STD_SCALE
@@ -45,9 +51,9 @@ class Options:
     # image: the estimate as `condiff sample` writes it (PNG; 16-bit TIFF for 16-bit input);
     # json: every output as base64 PNG
     format: str = "image"
-    # a denoiser trained with data.task.noise_map: the upload's noise std on the 0-255 scale
-    # (required there, refused for any other model)
-    noise_level: float | None = None
+    # a denoiser trained with data.task.noise_map: the upload's noise std on the 0-255 scale,
+    # or "auto" (estimated from the upload); required there, refused for any other model
+    noise_level: float | str | None = None
 
 
 class OptionError(ValueError):
@@ -74,14 +80,16 @@ def _choice(raw: dict[str, str], name: str, default: str, choices: tuple[str, ..
     return value
 
 
-def _level(raw: dict[str, str]) -> float | None:
+def _level(raw: dict[str, str]) -> float | str | None:
     value = raw.get("noise_level")
     if value in (None, ""):
         return None
+    if value == "auto":
+        return "auto"
     try:
         v = float(str(value))
     except ValueError:
-        raise OptionError(f"noise_level must be a number, got {value!r}") from None
+        raise OptionError(f"noise_level must be a number or 'auto', got {value!r}") from None
     if not 0 <= v <= 255:  # also refuses nan
         raise OptionError(f"noise_level must be in [0, 255] (the 0-255 scale), got {value}")
     return v
@@ -117,6 +125,9 @@ class Job:
     state: str = "queued"  # queued, running, done, error, cancelled (client gone), cut (drain)
     progress: str = ""  # e.g. "sample: step 7/20, tile 3/12"
     stop: str = ""  # why the job must stop: "cancelled" or "cut"; "" = go on
+    noise_level: float | None = (
+        None  # the level the model was given (noise_level="auto": estimated)
+    )
 
     @property
     def stopped(self) -> bool:
@@ -270,7 +281,7 @@ class Translator:
         if self.noise_map and opts.noise_level is None:
             raise OptionError(
                 "noise_level is required: this denoiser was trained with a noise-level map; "
-                "give the upload's noise std on the 0-255 scale (e.g. 25)"
+                "give the upload's noise std on the 0-255 scale (e.g. 25), or 'auto'"
             )
         if not self.noise_map and opts.noise_level is not None:
             raise OptionError(
@@ -284,11 +295,14 @@ class Translator:
         if opts.upscale > 1:
             size = (c.shape[1] * opts.upscale, c.shape[2] * opts.upscale)
             c = np.clip(resize_bicubic_np(c, size), -1, 1)
+        level = None
         if opts.noise_level is not None:  # the noise-level map, as in training
-            c = with_noise_map_np(c, opts.noise_level)
+            auto = opts.noise_level == "auto"
+            level = estimate_noise_level(c) if auto else float(opts.noise_level)
+            c = with_noise_map_np(c, level)
         eta_free = opts.sampler != "ddim" or not self.cfg.sample.eta
         batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
-        return Job(c.astype(np.float32), depth, opts, batchable)
+        return Job(c.astype(np.float32), depth, opts, batchable, noise_level=level)
 
     def warmup(
         self, size: tuple[int, int], max_batch: int, estimates: tuple[str, ...] = ("sample", "mean")
