@@ -153,6 +153,10 @@ def test_a_denoiser_told_the_noise_level_takes_it_per_request_as_the_cli_does(im
     try:
         model = httpx.get(f"{url}/v1/model").json()
         assert model["noise_map"] and model["cond_channels"] == 2 and model["color"] == "gray"
+        spec = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/translate"]["post"]
+        schema = spec["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert "noise_level" in schema["required"]  # clients and fuzzers see it is due
+        assert {"type": "string", "enum": ["auto"]} in schema["properties"]["noise_level"]["oneOf"]
         good = images[0].read_bytes()
         r = post(url, good, estimate="mean")
         assert r.status_code == 422 and "noise_level is required" in r.json()["detail"]
@@ -177,6 +181,8 @@ def test_a_denoiser_told_the_noise_level_takes_it_per_request_as_the_cli_does(im
         assert r.json()["noise_level"] == pytest.approx(25, abs=3)
         r = post(url, good, estimate="mean", noise_level="loud")
         assert r.status_code == 422 and "or 'auto'" in r.json()["detail"]
+        r = post(url, png(np.zeros((2, 2), np.uint8)), noise_level="auto")  # found by fuzzing
+        assert r.status_code == 422 and "at least 3x3" in r.json()["detail"]
     finally:
         rc, out = stop_server(proc)
     assert rc in CLEAN_EXIT, out

@@ -157,6 +157,9 @@ def add_noise_maps(
     """Each condition plus its noise-level map: ``noise_level``, or (``"auto"``) the image's
     own estimate (:func:`condiff.data.io.estimate_noise_level`), recorded in ``levels``."""
     if noise_level == "auto":
+        small = [str(f) for f, c in zip(files, conds, strict=True) if min(c.shape[1:]) < 3]
+        if small:
+            raise ValueError(f"{', '.join(small)}: --noise-level auto needs at least 3x3 pixels")
         est = [estimate_noise_level(c) for c in conds]
         levels.update(zip(files, est, strict=True))
         return [with_noise_map_np(c, s) for c, s in zip(conds, est, strict=True)]

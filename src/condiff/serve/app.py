@@ -202,7 +202,17 @@ def upload_schema(srv: Server, accepted: str) -> dict:
         "upscale": integer(1, lim.max_upscale, d.upscale),
         "format": {"type": "string", "enum": ["image", "json"], "default": d.format},
     }
-    body = {"type": "object", "required": ["image"],
+    required = ["image"]
+    if srv.translator.noise_map:  # a denoiser trained with a noise-level map: its level is due
+        options["noise_level"] = {
+            "description": "the upload's noise std on the 0-255 scale, or auto (estimated)",
+            "oneOf": [
+                {"type": "number", "minimum": 0, "maximum": 255},
+                {"type": "string", "enum": ["auto"]},
+            ],
+        }
+        required.append("noise_level")
+    body = {"type": "object", "required": required,
             "properties": {"image": {"type": "string", "format": "binary"}, **options}}  # fmt: skip
     err = {"description": "refused: `detail` says why"}
     return {

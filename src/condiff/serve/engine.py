@@ -298,6 +298,8 @@ class Translator:
         level = None
         if opts.noise_level is not None:  # the noise-level map, as in training
             auto = opts.noise_level == "auto"
+            if auto and min(c.shape[1:]) < 3:
+                raise OptionError("noise_level=auto needs an image of at least 3x3 pixels")
             level = estimate_noise_level(c) if auto else float(opts.noise_level)
             c = with_noise_map_np(c, level)
         eta_free = opts.sampler != "ddim" or not self.cfg.sample.eta
