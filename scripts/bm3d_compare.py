@@ -12,7 +12,8 @@ many images the mean wins. ``--bundled`` adds the photographs condiff ships (sci
 Several checkpoints are scored on the same inputs against one BM3D run; a model trained with a
 noise-level map gets each level's map (BM3D too is told sigma); ``--auto-level`` scores it
 run blind too, given the level ``condiff sample --noise-level auto`` estimates from the noisy
-input (``condiff.data.io.estimate_noise_level``).
+input (``condiff.data.io.estimate_noise_level``), against BM3D given the same estimate (blind
+against blind) as well as BM3D told sigma.
 """
 
 from __future__ import annotations
@@ -79,33 +80,41 @@ def main() -> None:
             export_bundled(folder, color)
             folders.append(folder)
         items = proto.items(folders, color=color)
-    # (set, level) -> per image: BM3D's PSNR, then each model's
+    # (set, level) -> per image: BM3D's PSNR (told sigma; then given the estimate with
+    # --auto-level), then each model's
+    refs = ["told", "auto"] if a.auto_level else ["told"]
     rows: dict[tuple[str, str], list[list[float]]] = {}
     t_model, t_bm3d = [0.0] * len(pipes), 0.0
     for it in items:
         sigma = float(it.level.split("=")[1])
+        levels = {"told": sigma, "auto": estimate_noise_level(it.cond.numpy())}
         tgt = from_model(it.target)
-        t0 = time.perf_counter()
-        ref = bm3d_estimate(from_model(it.cond, clip=False), sigma)
-        t_bm3d += time.perf_counter() - t0
-        row = [proto.score(it, np.round(np.clip(ref, 0, 1) * 255) / 255, tgt)["psnr"]]
+        row = []
+        for source in refs:
+            t0 = time.perf_counter()
+            ref = bm3d_estimate(from_model(it.cond, clip=False), levels[source])
+            t_bm3d += time.perf_counter() - t0
+            row.append(proto.score(it, np.round(np.clip(ref, 0, 1) * 255) / 255, tgt)["psnr"])
         for i, (_, pipe, source) in enumerate(runs):
-            level = sigma if source == "told" else estimate_noise_level(it.cond.numpy())
+            level = levels[source]
             cond = with_noise_map(it.cond, level) if pipe.cfg.noise_map else it.cond
             t0 = time.perf_counter()
             mean = pipe(cond[None], estimate="mean", generator=torch.Generator().manual_seed(0))
             t_model[i] += time.perf_counter() - t0
             row.append(proto.score(it, np.round(from_model(mean[0]) * 255) / 255, tgt)["psnr"])
         rows.setdefault((it.group, it.level), []).append(row)
-        scores = ", ".join(f"{v:.2f}" for v in row[1:])
-        print(f"  {it.group} {it.name} {it.level}: BM3D {row[0]:.2f}, mean {scores}", flush=True)
-    for i, (ckpt, _, _) in enumerate(runs):
-        print(f"\n{ckpt} (posterior mean, one call) against BM3D on the same noisy inputs")
+        bm = ", ".join(f"{v:.2f}" for v in row[: len(refs)])
+        scores = ", ".join(f"{v:.2f}" for v in row[len(refs) :])
+        est = f" (estimate {levels['auto']:.1f})" if a.auto_level else ""
+        print(f"  {it.group} {it.name} {it.level}{est}: BM3D {bm}, mean {scores}", flush=True)
+    for i, (ckpt, _, source) in enumerate(runs):
+        told = "told sigma" if source == "told" else "given the same estimate"
+        print(f"\n{ckpt} (posterior mean, one call) against BM3D {told}, same noisy inputs")
         print("| set | level | images | mean | BM3D | mean - BM3D | mean wins |")
         print("|---|---|---|---|---|---|---|")
         for (group, level), r in rows.items():
             psnrs = np.array(r)
-            t, o = psnrs[:, 0], psnrs[:, i + 1]
+            t, o = psnrs[:, refs.index(source)], psnrs[:, len(refs) + i]
             print(
                 f"| {group} | {level} | {len(r)} | {o.mean():.2f} | {t.mean():.2f} | "
                 f"{o.mean() - t.mean():+.2f} | {(o > t).sum()} |"
