@@ -352,6 +352,7 @@ def test_batch_jobs_skip_bad_files_and_write_the_rest(tiny_run, tmp_path):
     assert sorted(x.name for x in out.iterdir()) == ["a.png", "c.png"]
     assert "2 image(s) done" in p.stdout and "2 skipped" in p.stdout
     assert "b.png" in p.stdout and "d.png" in p.stdout
+    assert p.stdout.count(str(folder / "b.png")) == 1  # named once per line, not twice
     p = run_cli(
         "sample",
         "--checkpoint",

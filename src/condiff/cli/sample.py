@@ -63,8 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SIGMA|auto",
         help="for a denoiser trained with data.task.noise_map: the inputs' noise std on the "
         "0-255 scale (e.g. 25), given to the model as its noise-level map; 'auto' estimates "
-        "it per image (wavelet median; within ~1 of the truth on Set12 at sigma 15-50, "
-        "higher on fine texture) and writes the estimates to OUTPUT/noise-levels.csv",
+        "it per image (Immerkær's operator; 8-bit Set12 at sigma 15 / 25 / 50 reads 15.5 / "
+        "25.2 / 48.8 on average, fine texture reads higher) and writes the estimates to "
+        "OUTPUT/noise-levels.csv",
     )
     s.add_argument(
         "--strict",

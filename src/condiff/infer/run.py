@@ -78,7 +78,8 @@ class SampleReport:
         lines = [f"{self.images} image(s) done, {len(self.written)} file(s) written"]
         if self.skipped:
             lines[0] += f"; {len(self.skipped)} skipped:"
-            lines += [f"  {p}: {why}" for p, why in self.skipped]
+            # an ImageError's message already starts with the file's name
+            lines += [f"  {w if w.startswith(str(p)) else f'{p}: {w}'}" for p, w in self.skipped]
         if self.noise_levels:
             v = np.array(list(self.noise_levels.values()))
             lines.append(
