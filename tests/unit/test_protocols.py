@@ -195,9 +195,9 @@ def test_sample_gives_a_noise_level_only_to_a_model_trained_with_a_map():
 @pytest.mark.parametrize("color", ["gray", "rgb"])
 def test_the_noise_level_estimate_is_near_the_truth_even_in_an_8_bit_file(tmp_path, color):
     """`--noise-level auto`: the estimate from the image alone, as a user's noisy 8-bit file
-    holds it (noise clipped at black and white), near the true std at the levels the
-    map models are scored at (within 2). Without its choice of blocks away from black and white, a
-    clipped sigma 50 reads ~46 on Set12 (measured), so the 50 case would fail."""
+    holds it (noise clipped at black and white), within 2 of the true std at the levels the
+    map models are scored at. Without its choice of blocks away from black and white, a clipped
+    sigma 50 reads ~46 on Set12 (measured), so the 50 case would fail."""
     from condiff.data.bundled import export_bundled
     from condiff.data.io import read_image
 

@@ -247,8 +247,12 @@ def estimate_noise_level(cond: np.ndarray, rounds: int = 3, margin: float = 2.0)
     average; fine texture reads as noise (one bundled photograph: 19 at sigma 15).
     """
     x = (np.asarray(cond, dtype=np.float64) + 1) / 2
-    if x.ndim != 3 or min(x.shape[1:]) < 3:
-        raise ValueError(f"a noise level needs a (C, H, W) image of at least 3x3, got {x.shape}")
+    if x.ndim != 3:
+        raise ValueError(f"a noise level needs a (C, H, W) image, got shape {x.shape}")
+    if min(x.shape[1:]) < 3:
+        raise ValueError(
+            f"a noise level needs an image of at least 3x3 pixels, got {x.shape[2]}x{x.shape[1]}"
+        )
     h, w = x.shape[1] // 8 * 8 or x.shape[1], x.shape[2] // 8 * 8 or x.shape[2]
     x = x[:, :h, :w]
     r = (

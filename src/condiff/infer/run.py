@@ -157,14 +157,16 @@ def add_noise_maps(
 ) -> list[np.ndarray]:
     """Each condition plus its noise-level map: ``noise_level``, or (``"auto"``) the image's
     own estimate (:func:`condiff.data.io.estimate_noise_level`), recorded in ``levels``."""
-    if noise_level == "auto":
-        small = [str(f) for f, c in zip(files, conds, strict=True) if min(c.shape[1:]) < 3]
-        if small:
-            raise ValueError(f"{', '.join(small)}: --noise-level auto needs at least 3x3 pixels")
-        est = [estimate_noise_level(c) for c in conds]
-        levels.update(zip(files, est, strict=True))
-        return [with_noise_map_np(c, s) for c, s in zip(conds, est, strict=True)]
-    return [with_noise_map_np(c, float(noise_level)) for c in conds]
+    if noise_level != "auto":
+        return [with_noise_map_np(c, float(noise_level)) for c in conds]
+    out = []
+    for f, c in zip(files, conds, strict=True):
+        try:  # the estimator's own refusal (an image under 3x3), with the file's name
+            levels[f] = estimate_noise_level(c)
+        except ValueError as e:
+            raise ValueError(f"{f}: --noise-level auto: {e}") from None
+        out.append(with_noise_map_np(c, levels[f]))
+    return out
 
 
 def check_layout(layout: CondLayout | int, noise_level: NoiseLevel) -> int:

@@ -125,9 +125,8 @@ class Job:
     state: str = "queued"  # queued, running, done, error, cancelled (client gone), cut (drain)
     progress: str = ""  # e.g. "sample: step 7/20, tile 3/12"
     stop: str = ""  # why the job must stop: "cancelled" or "cut"; "" = go on
-    noise_level: float | None = (
-        None  # the level the model was given (noise_level="auto": estimated)
-    )
+    # the level the model was given (noise_level="auto": the upload's estimate)
+    noise_level: float | None = None
 
     @property
     def stopped(self) -> bool:
@@ -297,10 +296,13 @@ class Translator:
             c = np.clip(resize_bicubic_np(c, size), -1, 1)
         level = None
         if opts.noise_level is not None:  # the noise-level map, as in training
-            auto = opts.noise_level == "auto"
-            if auto and min(c.shape[1:]) < 3:
-                raise OptionError("noise_level=auto needs an image of at least 3x3 pixels")
-            level = estimate_noise_level(c) if auto else float(opts.noise_level)
+            if opts.noise_level != "auto":
+                level = float(opts.noise_level)
+            else:
+                try:  # the estimator's own refusal (an upload under 3x3) is a 422
+                    level = estimate_noise_level(c)
+                except ValueError as e:
+                    raise OptionError(f"noise_level=auto: {e}") from None
             c = with_noise_map_np(c, level)
         eta_free = opts.sampler != "ddim" or not self.cfg.sample.eta
         batchable = opts.estimate != "all" and opts.sampler in DETERMINISTIC and eta_free
