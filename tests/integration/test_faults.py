@@ -315,3 +315,25 @@ def test_sample_to_a_full_disk_names_the_file_it_could_not_write(tmp_path):
         assert not [f for f in disk.rglob("*") if f.is_file() and f != filler]
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_second_signal_after_the_stop_phase_exits_130_not_by_sigint(tmp_path):
+    """The CI race behind the test above, made certain: the first signal has stopped the loop
+    and the flag's block has ended (main may already have returned, outside every `except`);
+    a second signal then must still exit 130, never kill the process by SIGINT (-2)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from condiff.train.stop import StopFlag\n"
+        "with StopFlag() as s:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    while not s.set: time.sleep(0.001)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(5)\n"
+        "raise SystemExit(75)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 130, (p.returncode, p.stderr)
+    assert p.stderr.strip() == "interrupted"

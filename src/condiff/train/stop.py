@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import warnings
 from typing import Any
 
@@ -21,7 +23,10 @@ def quiet_torch_warnings() -> None:
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is saved first.
-    A second signal raises KeyboardInterrupt at once."""
+    A second signal raises KeyboardInterrupt at once (the CLI exits 130). Once a stop has begun,
+    a second signal after the loop (while loaders shut down, or after `main` has returned, where
+    no `except` can catch a KeyboardInterrupt and Python would die by SIGINT) exits 130 at once:
+    the checkpoint is already whole on disk."""
 
     def __init__(self) -> None:
         self.set = False
@@ -41,7 +46,14 @@ class StopFlag:
 
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            signal.signal(sig, _exit_second_signal if self.set else old)
+
+
+def _exit_second_signal(signum: int, frame: Any) -> None:
+    """A second signal after the stop phase: the run is saved; leave now, with the CLI's code."""
+    sys.stdout.flush()
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)  # EXIT_SECOND_SIGNAL; a raise here could land outside every handler
 
 
 def loader_worker_init(_: int) -> None:
