@@ -87,3 +87,35 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def host_reads_per_step(monkeypatch, run_cfg, steps: tuple[int, int] = (6, 14)) -> float:
+    """How many times condiff's training step reads a tensor's value on the host (``item``, ``float``,
+    ``int``, ``bool``, ``tolist``): each is a sync on a GPU that stops the host from queueing the
+    next step. Two runs that differ only in their step count (one log window each, their fixed
+    costs alike) give the per-step count as the slope."""
+    import condiff
+    from condiff.config import RunConfig
+    from condiff.train import fit
+
+    package = str(Path(condiff.__file__).parent) + os.sep
+    reads = {"n": 0}
+    for name in ("item", "__float__", "__int__", "__bool__", "tolist"):
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, **k):
+            # condiff's own reads only (torch's CPU optimizer reads its step counts; on CUDA the
+            # fused one does not)
+            if sys._getframe(1).f_code.co_filename.startswith(package):
+                reads["n"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for n in steps:
+        cfg = run_cfg(n)
+        cfg["train"].update(steps=n, log_every=1000, val_every=1000, ckpt_every=1000)
+        reads["n"] = 0
+        fit(RunConfig.from_dict(cfg), progress=False)
+        counts.append(reads["n"])
+    return (counts[1] - counts[0]) / (steps[1] - steps[0])

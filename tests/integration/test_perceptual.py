@@ -89,6 +89,16 @@ def test_stage_trains_resumes_exactly_and_keeps_the_diffusion_weights(v_run, tmp
     assert hist and all(h["loss"] == h["loss"] for h in hist)
 
 
+def test_a_stage_step_reads_two_values_on_the_host(v_run, tmp_path, monkeypatch):
+    """The generator's and the discriminator's finiteness, one host read each per step; the loss
+    terms stay on the device until the log window reads them (a float() per term per step made
+    the GPU wait on the host five more times a step)."""
+    from tests.conftest import host_reads_per_step
+
+    per_step = host_reads_per_step(monkeypatch, lambda n: stage_dict(tmp_path / f"s{n}", v_run))
+    assert per_step == 2
+
+
 def test_stage_needs_init_from_and_a_v_or_x0_network(tmp_path):
     cfg = tiny_config(tmp_path / "r", diffusion=V_RESIDUAL, perceptual={"enabled": True})
     with pytest.raises(ValueError, match="perceptual.enabled needs train.init_from"):

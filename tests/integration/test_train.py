@@ -522,3 +522,13 @@ def test_budget_minutes_cuts_the_steps_and_a_resumed_call_keeps_the_plan(tmp_pat
     fit(cfg_of(tmp_path / "p", train={**train, "budget_minutes": None}), progress=False)
     assert_same(weights(tmp_path / "b"), weights(tmp_path / "p"))
     assert_same(weights(tmp_path / "b", "ema"), weights(tmp_path / "p", "ema"))
+
+
+def test_a_training_step_reads_one_value_on_the_host(tmp_path, monkeypatch):
+    """One host read per step (the gradient's finiteness, which decides the update); the loss is
+    summed on the device and read once per log window. A second read per step (float(loss) after
+    the optimizer step and EMA were queued) made a small model's GPU step wait on the host."""
+    from tests.conftest import host_reads_per_step
+
+    per_step = host_reads_per_step(monkeypatch, lambda n: tiny_config(tmp_path / f"r{n}"))
+    assert per_step == 1

@@ -88,7 +88,8 @@ class Adversarial:
         self.disc_net: nn.Module = self.disc  # DDP-wrapped under torchrun
         # the diffusion weights the stage started from, written unchanged into each checkpoint
         self.frozen: dict[str, dict[str, Tensor]] = {}
-        self.last: dict[str, float] = {}  # the last step's loss terms, for the log
+        # the last step's loss terms (device tensors), read by the log once per window
+        self.last: dict[str, Tensor] = {}
 
     def wrap(self, distributed: bool, device: torch.device) -> None:
         if distributed:
@@ -179,7 +180,7 @@ def adversarial_step(
         pairs.append((fake.detach(), x0))
     grad_norm, finite = update(tr, step)
     sums["disc"] = _disc_step(tr, pairs)
-    adv.last = {k: float(v) for k, v in sums.items()}
+    adv.last = sums  # no float() here: that would be a host sync per step
     return sums["total"], grad_norm, finite
 
 

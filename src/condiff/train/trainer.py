@@ -68,7 +68,9 @@ class FitResult:
 class Window:
     """Running sums of the current log window."""
 
-    loss: float = 0.0
+    # the finite steps' summed loss, on the run's device (float64): read once per window, since
+    # a float() per step would wait for the optimizer step and EMA just queued behind it
+    loss: float | Tensor = 0.0
     n: int = 0
     images: int = 0
     t0: float = field(default_factory=time.perf_counter)
@@ -265,7 +267,7 @@ class Trainer:
         window.images += self.cfg.train.batch_size
         if finite:
             self.nonfinite_run = 0
-            window.loss += float(loss)
+            window.loss = window.loss + loss.detach().double()
             window.n += 1
             return
         self.nonfinite_run += 1
@@ -340,7 +342,7 @@ class Trainer:
     def _log_window(self, w: Window, grad_norm: Tensor) -> None:
         dt = time.perf_counter() - w.t0
         ips = w.images / dt if dt > 0 else 0.0
-        mean_loss = w.loss / max(1, w.n)
+        mean_loss = float(w.loss) / max(1, w.n)
         self.result.img_per_s = ips
         self.result.history.append({"step": self.step, "loss": mean_loss, "img_per_s": ips})
         if self.log is not None:
@@ -351,7 +353,7 @@ class Trainer:
                 grad_norm=float(grad_norm),
                 img_s=ips,
                 skipped=self.result.skipped_steps,
-                terms=self.adv.last if self.adv is not None else None,
+                terms=None if self.adv is None else {k: float(v) for k, v in self.adv.last.items()},
             )
 
     def save(self) -> Path | None:
