@@ -13,6 +13,9 @@
 #           + BSD68 / Classic5 + LIVE1; their fp16 weights come back for
 #           scripts/bm3d_compare.py on the CPU
 #   CALL=smalld: the blind small denoiser alone on ONE GPU for SMALLMIN (6) minutes
+#   CALL=probe: why the small model trains at only ~1,850 img/s alone (session 17): its recipe
+#           step compiled vs CUDA graphs at batch 64 and 256, and `condiff train`'s own loop
+#           beside the bare step (~3 minutes; no carry needed beyond the tree)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -64,6 +67,12 @@ case "${CALL:-1}" in
           study denoise-gray-small configs/denoise-gray-small.yaml denoise "Set12 BSD68" 0 "" \
             train.steps=100000 train.budget_minutes="${SMALLMIN:-6}" train.max_minutes=null \
             train.compile=true ;;
+  probe) mkdir -p "$OUT/probe"
+         for b in 64 256; do
+           python3 -m condiff.cli bench --recipe configs/denoise-gray-small.yaml --batch "$b" \
+             --only compiled graphed 2>&1 | tail -n 8 | tee "$OUT/probe/recipe-b$b.txt"; done
+         python3 -m condiff.cli bench --presets small --size 64 --batch 64 --only bf16 \
+           --no-diffusers --train-loop 200 2>&1 | tail -n 12 | tee "$OUT/probe/loop.txt" ;;
   2) python3 - "$DATA" <<'PY'  # CBSD68: the 68 BSDS val JPEGs of BSD68_ids.txt, decoded
 import sys
 from pathlib import Path
