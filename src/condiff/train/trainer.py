@@ -340,9 +340,9 @@ class Trainer:
         return window
 
     def _log_window(self, w: Window, grad_norm: Tensor) -> None:
+        mean_loss = float(w.loss) / max(1, w.n)  # waits for the window's queued work: timed
         dt = time.perf_counter() - w.t0
         ips = w.images / dt if dt > 0 else 0.0
-        mean_loss = float(w.loss) / max(1, w.n)
         self.result.img_per_s = ips
         self.result.history.append({"step": self.step, "loss": mean_loss, "img_per_s": ips})
         if self.log is not None:
