@@ -15,7 +15,7 @@
 #   CALL=smalld: the blind small denoiser alone on ONE GPU for SMALLMIN (6) minutes
 #   CALL=probe: why the small model trains at only ~1,850 img/s alone (session 17): its recipe
 #           step compiled vs CUDA graphs at batch 64 and 256, and `condiff train`'s own loop
-#           beside the bare step (~3 minutes; no carry needed beyond the tree)
+#           beside the bare step (~5 minutes: five cold compiles; no carry beyond the tree)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
