@@ -285,7 +285,10 @@ def test_two_signals_during_saves_leave_a_run_that_resumes_whole(tmp_path):
     time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
-    assert proc.returncode in (75, 130)  # saved and stopped, or the second signal's exit
+    # saved and stopped (75), or the second signal's exit: 130 from condiff's handlers, or death
+    # by SIGINT (-2) when it lands in the interpreter's last ~0.1-0.8 s of shutdown, after Python
+    # has put the default handler back; a shell reports both as 130 (128 + SIGINT)
+    assert proc.returncode in (75, 130, -signal.SIGINT)
     kept = ckpt.list_checkpoints(run / "checkpoints")
     step = int(kept[-1].name.split("_")[1])
     p = run_cli("train", "--config", str(yml), "--no-progress", "--resume", "auto",
