@@ -87,7 +87,9 @@ def main() -> None:
     t_model, t_bm3d = [0.0] * len(pipes), 0.0
     for it in items:
         sigma = float(it.level.split("=")[1])
-        levels = {"told": sigma, "auto": estimate_noise_level(it.cond.numpy())}
+        levels = {"told": sigma}
+        if a.auto_level:  # the level `--noise-level auto` would give this input
+            levels["auto"] = estimate_noise_level(it.cond.numpy())
         tgt = from_model(it.target)
         row = []
         for source in refs:
