@@ -12,7 +12,8 @@
 #           study learnt (EMA 0.999, compiled, the cosine fitted to the budget); scored on Set12
 #           + BSD68 / Classic5 + LIVE1; their fp16 weights come back for
 #           scripts/bm3d_compare.py on the CPU
-#   CALL=smalld: the blind small denoiser alone on ONE GPU for SMALLMIN (6) minutes
+#   CALL=smalld: the blind small denoiser alone on ONE GPU for SMALLMIN (6) minutes (GTEST=1:
+#           first tests/gpu's CUDA-graphed training test, below)
 #   CALL=probe: why the small model trains at only ~1,850 img/s alone (session 17): its recipe
 #           step compiled vs CUDA graphs at batch 64 and 256, and `condiff train`'s own loop
 #           beside the bare step (~5 minutes: five cold compiles; no carry beyond the tree)
@@ -64,6 +65,13 @@ case "${CALL:-1}" in
           wait ;;
   smalld) # the blind small denoiser alone on the GPU, SMALLMIN (6) minutes: does a longer
           # budget close its last 0.05 dB to BM3D at sigma 15 (session 15)?
+          # GTEST=1: first the CUDA-graphed training test (~1-2 min); if it fails, EXTRA's
+          # train.cuda_graphs=true is dropped and the run trains compiled without graphs
+          if [ -n "${GTEST:-}" ]; then
+            python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda.py -k cuda_graphs \
+              > "$OUT/gtest.txt" 2>&1; rc=$?; tail -n 3 "$OUT/gtest.txt"
+            [ $rc -ne 0 ] && EXTRA=${EXTRA//train.cuda_graphs=true/} && echo "graphs off: rc $rc"
+          fi
           study denoise-gray-small configs/denoise-gray-small.yaml denoise "Set12 BSD68" 0 "" \
             train.steps=100000 train.budget_minutes="${SMALLMIN:-6}" train.max_minutes=null \
             train.compile=true ;;

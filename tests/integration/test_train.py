@@ -532,3 +532,14 @@ def test_a_training_step_reads_one_value_on_the_host(tmp_path, monkeypatch):
 
     per_step = host_reads_per_step(monkeypatch, lambda n: tiny_config(tmp_path / f"r{n}"))
     assert per_step == 1
+
+
+def test_cuda_graphs_without_cuda_say_so_and_train_the_same_weights(tmp_path, capsys):
+    """``train.cuda_graphs`` on a CPU: one line says the network runs without graphs, and the
+    run is the run without the flag, bit for bit (the graphs themselves: tests/gpu)."""
+    fit(cfg_of(tmp_path / "g", train={"steps": 3, "cuda_graphs": True}), progress=False)
+    assert "train.cuda_graphs: no CUDA device (cpu); the network runs without graphs" in (
+        capsys.readouterr().out
+    )
+    fit(cfg_of(tmp_path / "p", train={"steps": 3}), progress=False)
+    assert_same(weights(tmp_path / "g"), weights(tmp_path / "p"))

@@ -63,6 +63,7 @@ def test_demo_yaml_is_the_demo_config(device, name):
         ({"train": {"weight_decay": float("nan")}}, "train.weight_decay"),
         ({"model": {"preset": "small"}, "data": {"crop_size": 50}}, "data.crop_size"),
         ({"perceptual": {"feature_layers": [0, 0]}}, "perceptual.feature_layers"),
+        ({"train": {"cuda_graphs": True, "compile": False}}, "train.cuda_graphs"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

@@ -177,6 +177,8 @@ def optimizer_step(
     """Accumulate ``train.grad_accum`` micro-steps, clip, and step the optimizer, LR schedule and
     EMA if the gradient is finite. Returns (summed loss, grad norm, finite)."""
     tr.opt.zero_grad(set_to_none=True)
+    if tr.graphs:  # a new iteration: the last one's graph outputs may be overwritten
+        torch.compiler.cudagraph_mark_step_begin()
     loss_acc = torch.zeros((), device=tr.device)
     for k in range(tr.cfg.train.grad_accum):
         cond, x0 = next(batches)

@@ -126,6 +126,7 @@ class Trainer:
         self.result = FitResult(self.run_dir, 0, None)
         self.net: nn.Module = self.model
         self.ddp: DDP | None = None
+        self.graphs = False  # the compiled network replays CUDA graphs (train.cuda_graphs)
         self.log: RunLog | None = None
         self.nonfinite_run = 0
         self.nonfinite_where = ""  # the first skipped step of the current run, in words
@@ -178,7 +179,7 @@ class Trainer:
         self.clock.mark("weights")
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
-        self._wrap()
+        notes += self._wrap()
         self.clock.mark("wrap")  # DDP, the attention kernel, torch.compile's wrapper (imports)
         self.batches: Iterator[tuple[Tensor, Tensor]] = iter(self._loader())
         self.clock.mark("loader")
@@ -201,8 +202,9 @@ class Trainer:
             return GENERATOR, PERCEPTUAL
         return "model.safetensors", "ema.safetensors"
 
-    def _wrap(self) -> None:
-        """DDP across processes, the attention kernel, and torch.compile (on CUDA by default)."""
+    def _wrap(self) -> list[str]:
+        """DDP across processes, the attention kernel, and torch.compile (on CUDA by default),
+        with CUDA graphs where ``train.cuda_graphs`` asks. Returns notes for the log."""
         tc, dev = self.cfg.train, self.device
         if self.dist.enabled:
             ids = [dev.index] if dev.type == "cuda" else None
@@ -210,8 +212,29 @@ class Trainer:
         if self.adv is not None:
             self.adv.wrap(self.dist.enabled, dev)
         set_attention_kernel(tc.attention)
-        if tc.compile if tc.compile is not None else dev.type == "cuda":
+        compiled = tc.compile if tc.compile is not None else dev.type == "cuda"
+        without = self._no_graphs_because()
+        if compiled and tc.cuda_graphs and without is None:
+            # one graph per shape: the batch and crop are fixed, dynamic shapes would only cost
+            self.net = compile_module(self.net, mode="reduce-overhead", dynamic=False)
+            self.graphs = True
+            return ["train.cuda_graphs: the compiled forward and backward replay as CUDA graphs"]
+        if compiled:
             self.net = compile_module(self.net)
+        if without is None:
+            return []
+        runs = "runs compiled, without graphs" if compiled else "runs without graphs"
+        return [f"train.cuda_graphs: {without}; the network {runs}"]
+
+    def _no_graphs_because(self) -> str | None:
+        """Why ``train.cuda_graphs`` cannot be honoured here (None: it can, or was not asked)."""
+        if not self.cfg.train.cuda_graphs:
+            return None
+        if self.device.type != "cuda":
+            return f"no CUDA device ({self.device})"
+        if self.adv is not None:  # its discriminator step reads every micro-step's output
+            return "not in the perceptual stage"
+        return None
 
     def _loader(self):
         self.loader = make_loader(
