@@ -65,12 +65,16 @@ case "${CALL:-1}" in
           wait ;;
   smalld) # the blind small denoiser alone on the GPU, SMALLMIN (6) minutes: does a longer
           # budget close its last 0.05 dB to BM3D at sigma 15 (session 15)?
-          # GTEST=1: first the CUDA-graphed training test (~1-2 min); if it fails, EXTRA's
-          # train.cuda_graphs=true is dropped and the run trains compiled without graphs
+          # GTEST=1: first the CUDA training tests (graphs; steps decided on the device; ~2 min);
+          # if one fails, the run drops EXTRA's train.cuda_graphs=true and adds
+          # train.fused_adamw=false (foreach AdamW: each step's finiteness read at once, as before
+          # session 18)
           if [ -n "${GTEST:-}" ]; then
-            python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda.py -k cuda_graphs \
+            python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda.py \
+              -k "cuda_graphs or fit_on_cuda" \
               > "$OUT/gtest.txt" 2>&1; rc=$?; tail -n 3 "$OUT/gtest.txt"
-            [ $rc -ne 0 ] && EXTRA=${EXTRA//train.cuda_graphs=true/} && echo "graphs off: rc $rc"
+            [ $rc -ne 0 ] && EXTRA="${EXTRA//train.cuda_graphs=true/} train.fused_adamw=false" \
+              && echo "graphs and fused AdamW off: rc $rc"
           fi
           study denoise-gray-small configs/denoise-gray-small.yaml denoise "Set12 BSD68" 0 "" \
             train.steps=100000 train.budget_minutes="${SMALLMIN:-6}" train.max_minutes=null \

@@ -81,11 +81,14 @@ def test_tensorboard_has_scalars_and_images(tiny_run):
     assert all(up[k] >= 0 for k in phases) and up["first step"] > 0 and up["imports"] > 0
 
 
-def test_resume_is_bit_identical(tmp_path):
-    full = fit(cfg_of(tmp_path / "full", train={"steps": 24}), progress=False)
-    part = fit(cfg_of(tmp_path / "part", train={"steps": 24}), stop_after=10, progress=False)
+@pytest.mark.parametrize("fused", [False, True], ids=["read-each-step", "decided-on-device"])
+def test_resume_is_bit_identical(tmp_path, fused):
+    """Also with fused AdamW, whose steps are decided on the device and read a step later."""
+    train = {"steps": 24, "fused_adamw": fused}
+    full = fit(cfg_of(tmp_path / "full", train=train), progress=False)
+    part = fit(cfg_of(tmp_path / "part", train=train), stop_after=10, progress=False)
     assert part.interrupted and part.step == 10
-    done = fit(cfg_of(tmp_path / "part", train={"steps": 24}), resume="auto", progress=False)
+    done = fit(cfg_of(tmp_path / "part", train=train), resume="auto", progress=False)
     assert done.step == 24 and full.step == 24
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "part"))
     assert_same(weights(tmp_path / "full", "ema"), weights(tmp_path / "part", "ema"))
@@ -198,13 +201,18 @@ def test_full_disk_keeps_earlier_checkpoints(tmp_path):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
-    good = cfg_of(tmp_path / "r", train={"steps": 200, "ckpt_every": 5, "max_nonfinite": 3})
+@pytest.mark.parametrize("fused", [False, True], ids=["read-each-step", "decided-on-device"])
+def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, fused):
+    good = cfg_of(
+        tmp_path / "r",
+        train={"steps": 200, "ckpt_every": 5, "max_nonfinite": 3, "fused_adamw": fused},
+    )
     fit(good, stop_after=5, progress=False)
     # resume with an absurd learning rate (the config's lr applies on resume): weights overflow
     bad = cfg_of(
         tmp_path / "r",
         train={
+            "fused_adamw": fused,
             "steps": 200,
             "ckpt_every": 5,
             "max_nonfinite": 3,
@@ -543,3 +551,65 @@ def test_cuda_graphs_without_cuda_say_so_and_train_the_same_weights(tmp_path, ca
     )
     fit(cfg_of(tmp_path / "p", train={"steps": 3}), progress=False)
     assert_same(weights(tmp_path / "g"), weights(tmp_path / "p"))
+
+
+def test_a_step_decided_on_the_device_skips_like_a_step_read_at_once(tmp_path, capsys):
+    """Fused AdamW: a step whose gradient is not finite is skipped on the device (the optimizer
+    by its found_inf, the EMA by a zero weight) and read at the next step's update: no weight,
+    EMA, optimizer or LR-schedule change, and the same log line, naming the same parameters,
+    as the step read at once. A finite step then trains as before."""
+    from condiff.train.step import nonfinite_grads, update
+    from condiff.train.trainer import Trainer
+
+    tr = Trainer(cfg_of(tmp_path / "r", train={"fused_adamw": True, "warmup_steps": 5}))
+    tr.start(None)
+    model, c = tr.model, tr.cfg.model
+    x, t = torch.randn(2, c.in_img_channels, 16, 16), torch.tensor([3, 7])
+
+    def step(poison: bool) -> tuple[torch.Tensor, bool | None]:
+        tr.opt.zero_grad(set_to_none=True)
+        hook = model.bottleneck_attn.register_full_backward_hook(
+            lambda m, gin, gout: tuple(g * float("nan") for g in gin) if poison else None
+        )
+        loss = model(x, t).square().mean()
+        loss.backward()
+        hook.remove()
+        norm, finite = update(tr, tr.step)
+        tr.count(tr.window(), loss, finite)
+        return norm, finite
+
+    step(poison=False)
+    tr.settle()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ema = {n: p.clone() for n, p in tr.ema.model.named_parameters()}
+    opt_steps = [float(s["step"]) for s in tr.opt.state.values()]
+    lr = tr.lr_sched.get_last_lr()[0]
+    norm, finite = step(poison=True)
+    assert finite is None and tr.pending is not None and not torch.isfinite(norm)
+    names, bad, total = nonfinite_grads(model)  # the gradient is left as it was, unclipped
+    assert 0 < bad < total
+    capsys.readouterr()
+    tr.settle()
+    said = capsys.readouterr().out
+    assert "step 1 skipped: loss" in said and f"non-finite gradient in {bad} of {total}" in said
+    assert ", ".join(names) in said and "values: NaN" in said
+    assert tr.result.skipped_steps == 1 and tr.lr_sched.get_last_lr()[0] == lr
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(torch.equal(p, ema[n]) for n, p in tr.ema.model.named_parameters())
+    assert [float(s["step"]) for s in tr.opt.state.values()] == opt_steps
+    step(poison=False)
+    tr.settle()
+    assert tr.lr_sched.get_last_lr()[0] > lr and tr.nonfinite_run == 0
+    assert not all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    tr.close()
+
+
+def test_a_step_decided_on_the_device_reads_one_value_on_the_host(tmp_path, monkeypatch):
+    """Fused AdamW: still one read per step, the step before's flag, taken once this step's
+    forward and backward are queued."""
+    from tests.conftest import host_reads_per_step
+
+    per_step = host_reads_per_step(
+        monkeypatch, lambda n: tiny_config(tmp_path / f"r{n}", train={"fused_adamw": True})
+    )
+    assert per_step == 1

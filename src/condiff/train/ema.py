@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class EMA:
@@ -20,10 +20,17 @@ class EMA:
         return min(self.decay, (1 + step) / (10 + step))
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
+    def update(self, model: nn.Module, step: int, weight: Tensor | None = None) -> None:
+        """One average step. ``weight`` (a 0-dim tensor on the device, 1 or 0) scales it: a
+        step skipped on the device (non-finite, decided without a host read) leaves it as is."""
         d = self.effective_decay(step)
         ema_p = list(self.model.parameters())
         src_p = [p.detach().float() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1 - d)  # ema += (1 - d) * (p - ema)
+        if weight is None:
+            torch._foreach_lerp_(ema_p, src_p, 1 - d)  # ema += (1 - d) * (p - ema)
+        else:
+            diffs = torch._foreach_sub(src_p, ema_p)
+            torch._foreach_mul_(diffs, weight.float() * (1 - d))
+            torch._foreach_add_(ema_p, diffs)
         for eb, b in zip(self.model.buffers(), model.buffers(), strict=True):
             eb.copy_(b)

@@ -13,7 +13,7 @@ from condiff.config import RunConfig
 from condiff.train.budget import calibration_steps
 from condiff.train.step import optimizer_step
 from condiff.train.stop import StopFlag, quiet_torch_warnings
-from condiff.train.trainer import FitResult, Trainer, TrainingDiverged, Window
+from condiff.train.trainer import FitResult, Trainer, TrainingDiverged
 
 __all__ = ["FitResult", "TrainingDiverged", "fit"]
 
@@ -34,7 +34,7 @@ def fit(
     steps_this_call = 0
     calibrate = calibration_steps(cfg.train.steps)
     tr.t_start = time.perf_counter()
-    window = Window()
+    window = tr.window()
     step_fn = optimizer_step
     if tr.adv is not None:  # the perceptual stage: generator, then discriminator
         from condiff.train.adversarial import adversarial_step

@@ -8,7 +8,9 @@ draws whatever the number of processes, so a resumed or re-sharded run continues
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -119,6 +121,32 @@ def nonfinite_kind(model: torch.nn.Module) -> str:
     return " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on) or "none"
 
 
+def nonfinite_norms(
+    names: list[str], norms: list[float], limit: int = 2
+) -> tuple[list[str], int, int, str]:
+    """:func:`nonfinite_grads` and :func:`nonfinite_kind` from per-parameter gradient norms
+    (a deferred step's gradient is gone when its flag is read): a NaN norm means a NaN in that
+    gradient, an inf norm an inf (or, rarely, finite values whose norm overflowed)."""
+    bad = [(n, v) for n, v in zip(names, norms, strict=True) if not math.isfinite(v)]
+    shown = [n for n, _ in bad]
+    if len(shown) > 2 * limit:
+        shown = [*shown[:limit], "...", *shown[-limit:]]
+    nan, inf = any(math.isnan(v) for _, v in bad), any(math.isinf(v) for _, v in bad)
+    kind = " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on) or "none"
+    return shown, len(bad), len(names), kind
+
+
+def skip_text(loss: float, names: list[str], bad: int, total: int, kind: str) -> str:
+    """A skipped step in words: the loss, and the parameters whose gradient is not finite."""
+    what = f"loss {loss:.4g} (finite)" if math.isfinite(loss) else f"loss {loss}: the forward pass"
+    if not bad:
+        return f"{what}; the gradient norm overflowed"
+    return (
+        f"{what}; non-finite gradient in {bad} of {total} parameters ({', '.join(names)}); "
+        f"values: {kind}"
+    )
+
+
 def _grads(model: torch.nn.Module) -> list[Tensor]:
     return [p.grad for p in model.parameters() if p.grad is not None]
 
@@ -145,14 +173,65 @@ def clip_to(model: torch.nn.Module, max_norm: float, total_norm: Tensor) -> None
         g.mul_(coef.to(g.device))
 
 
+@dataclass
+class Pending:
+    """A step whose finiteness is still on the device: read (settled) at the next step's update,
+    or before a log line, a validation or a checkpoint (``Trainer.settle``)."""
+
+    step: int  # its 0-based index
+    ok: Tensor  # the gradient norm is finite (bool, 0-dim)
+    names: list[str]  # the parameters with a gradient, in order...
+    norms: Tensor  # ...and their gradient norms: where a skipped step went non-finite
+    loss: Tensor | None = None  # its loss (set by ``Trainer.count``)
+
+
+def deferrable(tr) -> bool:
+    """Whether a step's finiteness can be read one step late: fused AdamW skips a non-finite
+    step on the device (its ``found_inf``) and the EMA takes a zero weight, so the host read
+    waits until the next step's forward and backward are queued. Not with fp16's GradScaler nor
+    in the perceptual stage (its discriminator step follows the generator's)."""
+    return (
+        tr.scaler is None
+        and getattr(tr, "adv", None) is None
+        and bool(tr.opt.defaults.get("fused"))
+    )
+
+
+def update_on_device(tr, step: int) -> Tensor:
+    """:func:`update` without a host read: the norm, the clip (by 0 when the norm is not finite,
+    which leaves the gradient as it is), then the previous step settled (its LR schedule step:
+    the one host read), then fused AdamW and the EMA, both skipped on the device when the norm is
+    not finite. The step is left in ``tr.pending``."""
+    tc = tr.cfg.train
+    named = [(n, p.grad) for n, p in tr.model.named_parameters() if p.grad is not None]
+    norms = torch.stack(torch._foreach_norm([g for _, g in named]))
+    grad_norm = torch.linalg.vector_norm(norms)
+    ok = torch.isfinite(grad_norm)
+    if tc.grad_clip > 0:
+        clip_to(tr.model, tc.grad_clip, torch.where(ok, grad_norm, torch.zeros_like(grad_norm)))
+    tr.settle()  # the step before: read by now, as this step's work is queued behind it
+    tr.opt.found_inf = (~ok).float()
+    try:
+        tr.opt.step()
+    finally:
+        del tr.opt.found_inf
+    tr.ema.update(tr.model, step, weight=ok)
+    names = [n.removeprefix("module.") for n, _ in named]
+    tr.pending = Pending(step, ok, names, norms)
+    return grad_norm
+
+
 def backward(tr, loss: Tensor) -> None:
     (tr.scaler.scale(loss) if tr.scaler is not None else loss).backward()
 
 
-def update(tr, step: int) -> tuple[Tensor, bool]:
+def update(tr, step: int) -> tuple[Tensor, bool | None]:
     """Clip, and step the optimizer, LR schedule and EMA if the gradient is finite. Returns
-    (grad norm, finite)."""
+    (grad norm, finite); finite is None where the step is decided on the device
+    (:func:`deferrable`, then :func:`update_on_device`)."""
     tc = tr.cfg.train
+    if deferrable(tr):
+        return update_on_device(tr, step), None
     if tr.scaler is not None:
         tr.scaler.unscale_(tr.opt)
     grad_norm = total_grad_norm(tr.model)
@@ -173,9 +252,10 @@ def update(tr, step: int) -> tuple[Tensor, bool]:
 
 def optimizer_step(
     tr, batches: Iterator[tuple[Tensor, Tensor]], step: int
-) -> tuple[Tensor, Tensor, bool]:
+) -> tuple[Tensor, Tensor, bool | None]:
     """Accumulate ``train.grad_accum`` micro-steps, clip, and step the optimizer, LR schedule and
-    EMA if the gradient is finite. Returns (summed loss, grad norm, finite)."""
+    EMA if the gradient is finite. Returns (summed loss, grad norm, finite); finite is None
+    where it is decided on the device and read a step later (:func:`update_on_device`)."""
     tr.opt.zero_grad(set_to_none=True)
     if tr.graphs:  # a new iteration: the last one's graph outputs may be overwritten
         torch.compiler.cudagraph_mark_step_begin()

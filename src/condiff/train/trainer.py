@@ -12,7 +12,7 @@ import gc
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,13 @@ from condiff.train.setup import (
     restore,
 )
 from condiff.train.startup import StartupClock
-from condiff.train.step import nonfinite_grads, nonfinite_kind
+from condiff.train.step import (
+    Pending,
+    nonfinite_grads,
+    nonfinite_kind,
+    nonfinite_norms,
+    skip_text,
+)
 from condiff.train.stop import StopFlag
 from condiff.train.validate import validate
 
@@ -71,7 +77,10 @@ class Window:
     # the finite steps' summed loss, on the run's device (float64): read once per window, since
     # a float() per step would wait for the optimizer step and EMA just queued behind it
     loss: float | Tensor = 0.0
-    n: int = 0
+    steps: int = 0
+    # the run's skipped steps when the window opened: its finite steps are ``steps`` less the
+    # skipped since (a step decided on the device is booked when it is settled, a step later)
+    skipped_before: int = 0
     images: int = 0
     t0: float = field(default_factory=time.perf_counter)
 
@@ -130,6 +139,7 @@ class Trainer:
         self.log: RunLog | None = None
         self.nonfinite_run = 0
         self.nonfinite_where = ""  # the first skipped step of the current run, in words
+        self.pending: Pending | None = None  # a step decided on the device, not yet read
         self.t_start = time.perf_counter()  # the training loop's start (set again by fit)
         self.t_first = self.t_start  # the end of this call's first step
         self.planned = False  # train.budget_minutes: the step count fitted (kept on resume)
@@ -251,8 +261,13 @@ class Trainer:
 
     # --- the periodic work: log, validate, checkpoint ----------------------------------------
 
+    def window(self) -> Window:
+        """A new log window."""
+        return Window(skipped_before=self.result.skipped_steps)
+
     def report_startup(self) -> None:
-        """After the first step of this call (its loss read back, so the GPU is done)."""
+        """After the first step of this call (settled, so the GPU is done)."""
+        self.settle()
         self.clock.mark("first step")
         self.t_first = time.perf_counter()
         if self.log is not None:
@@ -283,28 +298,50 @@ class Trainer:
             )
             self.log.budget(self.step, planned, round(img_s, 1), text)
 
-    def count(self, window: Window, loss: Tensor, finite: bool) -> None:
-        """Book one step: the window's sums, or a skipped (non-finite) step."""
+    def count(self, window: Window, loss: Tensor, finite: bool | None) -> None:
+        """Book one step: the window's sums, or a skipped (non-finite) step. ``finite`` None: the
+        step was decided on the device (``tr.pending``), and is booked when settled."""
         self.step += 1
         self.result.step = self.step
         window.images += self.cfg.train.batch_size
+        window.steps += 1
+        if finite is None and self.pending is not None:
+            self.pending.loss = loss = loss.detach()
+            window.loss = window.loss + torch.where(self.pending.ok, loss.double(), 0.0)
+            return
         if finite:
             self.nonfinite_run = 0
             window.loss = window.loss + loss.detach().double()
-            window.n += 1
             return
+        self._skipped(self.step - 1, lambda: self._where_nonfinite(loss))
+
+    def settle(self) -> None:
+        """Read the pending step's finiteness (the one host read of a step decided on the
+        device) and book it: the LR schedule's step, or a skipped step."""
+        p, self.pending = self.pending, None
+        if p is None:
+            return
+        if bool(p.ok):
+            self.nonfinite_run = 0
+            self.lr_sched.step()
+            return
+        self._skipped(p.step, lambda: self._where_nonfinite_norms(p))
+
+    def _skipped(self, step: int, where: Callable[[], str]) -> None:
+        """Book skipped step ``step`` (0-based); say where the first of a run went non-finite;
+        stop the run after ``train.max_nonfinite`` in a row."""
         self.nonfinite_run += 1
         self.result.skipped_steps += 1
         if self.nonfinite_run == 1:  # the first of a run of skipped steps: say where it went
-            self.nonfinite_where = self._where_nonfinite(loss)
+            self.nonfinite_where = where()
             if self.log is not None:
-                self.log.message(f"step {self.step - 1} skipped: {self.nonfinite_where}")
+                self.log.message(f"step {step} skipped: {self.nonfinite_where}")
         if self.log is not None:
-            self.log.skipped(self.step - 1, self.result.skipped_steps)
+            self.log.skipped(step, self.result.skipped_steps)
         if self.nonfinite_run >= self.cfg.train.max_nonfinite:
             last = ckpt.latest_checkpoint(self.ckpt_root)
             raise TrainingDiverged(
-                f"{self.nonfinite_run} consecutive non-finite steps at step {self.step - 1} "
+                f"{self.nonfinite_run} consecutive non-finite steps at step {step} "
                 f"(the first: {self.nonfinite_where}); stopping. Last good checkpoint: "
                 f"{last or 'none yet'}. {self._divergence_hint()}"
             )
@@ -312,14 +349,13 @@ class Trainer:
     def _where_nonfinite(self, loss: Tensor) -> str:
         """A skipped step in words: the loss, and the parameters whose gradient is not finite."""
         names, bad, total = nonfinite_grads(self.model)
-        lv = float(loss)
-        what = f"loss {lv:.4g} (finite)" if math.isfinite(lv) else f"loss {lv}: the forward pass"
-        if not bad:
-            return f"{what}; the gradient norm overflowed"
-        return (
-            f"{what}; non-finite gradient in {bad} of {total} parameters ({', '.join(names)}); "
-            f"values: {nonfinite_kind(self.model)}"
-        )
+        kind = nonfinite_kind(self.model) if bad else "none"
+        return skip_text(float(loss), names, bad, total, kind)
+
+    def _where_nonfinite_norms(self, p: Pending) -> str:
+        """The same for a step decided on the device, from its per-parameter gradient norms."""
+        names, bad, total, kind = nonfinite_norms(p.names, p.norms.tolist())
+        return skip_text(float(p.loss) if p.loss is not None else math.nan, names, bad, total, kind)
 
     def _divergence_hint(self) -> str:
         """The levers worth trying, leaving out the ones the run already pulls."""
@@ -338,8 +374,9 @@ class Trainer:
         tc, step = self.cfg.train, self.step
         last = step == tc.steps
         if step % tc.log_every == 0 or last:
+            self.settle()
             self._log_window(window, grad_norm)
-            window = Window()
+            window = self.window()
         if self.log is not None:
             self.log.step()
         if self.log is not None and self.val_set is not None and (step % tc.val_every == 0 or last):
@@ -363,7 +400,8 @@ class Trainer:
         return window
 
     def _log_window(self, w: Window, grad_norm: Tensor) -> None:
-        mean_loss = float(w.loss) / max(1, w.n)  # waits for the window's queued work: timed
+        finite = w.steps - (self.result.skipped_steps - w.skipped_before)
+        mean_loss = float(w.loss) / max(1, finite)  # waits for the window's queued work: timed
         dt = time.perf_counter() - w.t0
         ips = w.images / dt if dt > 0 else 0.0
         self.result.img_per_s = ips
@@ -381,6 +419,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Rank 0 writes a whole checkpoint (atomically); every rank waits for it."""
+        self.settle()  # the LR schedule and the counts include the last step
         path = None
         if self.dist.is_main:
             state = {
@@ -441,6 +480,7 @@ class Trainer:
 
     def close(self) -> None:
         """Close the log; stop the loader workers, then tear down the process group."""
+        self.settle()
         if self.log is not None:
             self.log.close()
         del self.batches, self.loader  # stop the loader workers before the process group goes
