@@ -70,6 +70,20 @@ def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_with_steps_decided_on_the_device_match_one(tmp_path):
+    """Fused AdamW (the CUDA default): each step's finiteness read a step late, on every rank,
+    from all-reduced gradients; two processes still train the one process's weights."""
+    over = ["train.steps=8", "train.batch_size=8", "train.grad_accum=2", "--no-progress"]
+    over += ["train.fused_adamw=true"]
+    one = write_yaml(tmp_path / "one.yaml", tiny_config(tmp_path / "one"))
+    two = write_yaml(tmp_path / "two.yaml", tiny_config(tmp_path / "two"))
+    run_cli("train", "--config", str(one), *over, env={"OMP_NUM_THREADS": "1"})
+    torchrun(2, "train", "--config", str(two), *over)
+    close(weights(tmp_path / "one"), weights(tmp_path / "two"))
+    close(weights(tmp_path / "one", "ema"), weights(tmp_path / "two", "ema"))
+
+
+@pytest.mark.slow
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step_and_resume_is_exact(tmp_path):
     """Preemption as SLURM or Kubernetes does it: SIGTERM to torchrun, loader workers on."""
     over = [
