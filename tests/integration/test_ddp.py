@@ -41,17 +41,23 @@ def close(a: dict, b: dict, rtol: float = 1e-5) -> None:
     assert diff / norm < rtol, (diff / norm).item()
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
-    # a budget far above 8 steps: planned at step 3 on every rank (rank 0's plan broadcast)
-    over = ["train.steps=8", "train.batch_size=8", "train.grad_accum=2", "--no-progress"]
-    over += ["train.budget_minutes=600"]
+def one_and_two_processes(tmp_path, *extra: str) -> tuple:
+    """8 steps of the tiny run on one process and on two (torchrun, gloo), the same global
+    batch; their weights and EMA agree. Returns the two runs' config files."""
+    over = ["train.steps=8", "train.batch_size=8", "train.grad_accum=2", "--no-progress", *extra]
     one = write_yaml(tmp_path / "one.yaml", tiny_config(tmp_path / "one"))
     two = write_yaml(tmp_path / "two.yaml", tiny_config(tmp_path / "two"))
     run_cli("train", "--config", str(one), *over, env={"OMP_NUM_THREADS": "1"})
     torchrun(2, "train", "--config", str(two), *over)
     close(weights(tmp_path / "one"), weights(tmp_path / "two"))
     close(weights(tmp_path / "one", "ema"), weights(tmp_path / "two", "ema"))
+    return one, two
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
+    # a budget far above 8 steps: planned at step 3 on every rank (rank 0's plan broadcast)
+    one, two = one_and_two_processes(tmp_path, "train.budget_minutes=600")
     # only rank 0 wrote: one checkpoint folder, one TensorBoard file
     assert len(ckpt.list_checkpoints(tmp_path / "two" / "checkpoints")) == 1
     assert len(list((tmp_path / "two" / "tb").glob("events.*"))) == 1
@@ -73,14 +79,7 @@ def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
 def test_two_processes_with_steps_decided_on_the_device_match_one(tmp_path):
     """Fused AdamW (the CUDA default): each step's finiteness read a step late, on every rank,
     from all-reduced gradients; two processes still train the one process's weights."""
-    over = ["train.steps=8", "train.batch_size=8", "train.grad_accum=2", "--no-progress"]
-    over += ["train.fused_adamw=true"]
-    one = write_yaml(tmp_path / "one.yaml", tiny_config(tmp_path / "one"))
-    two = write_yaml(tmp_path / "two.yaml", tiny_config(tmp_path / "two"))
-    run_cli("train", "--config", str(one), *over, env={"OMP_NUM_THREADS": "1"})
-    torchrun(2, "train", "--config", str(two), *over)
-    close(weights(tmp_path / "one"), weights(tmp_path / "two"))
-    close(weights(tmp_path / "one", "ema"), weights(tmp_path / "two", "ema"))
+    one_and_two_processes(tmp_path, "train.fused_adamw=true")
 
 
 @pytest.mark.slow
