@@ -14,6 +14,11 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
+        # listed once (walking the modules every step costs host time): the averages, and the
+        # trained model's parameters and buffers beside them (weights load in place, so they stay)
+        self._avg = list(self.model.parameters())
+        self._avg_buffers = list(self.model.buffers())
+        self._src: tuple[nn.Module, list[Tensor], list[Tensor]] | None = None
 
     def effective_decay(self, step: int) -> float:
         """Warm-up: average over the steps seen so far until ``decay`` takes over."""
@@ -24,13 +29,14 @@ class EMA:
         """One average step. ``weight`` (a 0-dim tensor on the device, 1 or 0) scales it: a
         step skipped on the device (non-finite, decided without a host read) leaves it as is."""
         d = self.effective_decay(step)
-        ema_p = list(self.model.parameters())
-        src_p = [p.detach().float() for p in model.parameters()]
+        if self._src is None or self._src[0] is not model:
+            self._src = (model, list(model.parameters()), list(model.buffers()))
+        ema_p, src_p = self._avg, [p.float() for p in self._src[1]]  # float(): no copy for fp32
         if weight is None:
             torch._foreach_lerp_(ema_p, src_p, 1 - d)  # ema += (1 - d) * (p - ema)
         else:
             diffs = torch._foreach_sub(src_p, ema_p)
             torch._foreach_mul_(diffs, weight.float() * (1 - d))
             torch._foreach_add_(ema_p, diffs)
-        for eb, b in zip(self.model.buffers(), model.buffers(), strict=True):
+        for eb, b in zip(self._avg_buffers, self._src[2], strict=True):
             eb.copy_(b)

@@ -112,6 +112,10 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, tc.ema_decay)
+        # listed once: the update walks them every step (weights load in place, so they stay)
+        self.named_params = [
+            (n.removeprefix("module."), p) for n, p in self.model.named_parameters()
+        ]
         fused = tc.fused_adamw if tc.fused_adamw is not None else cuda
         self.opt, self.lr_sched = make_optimizer(cfg, self.model, fused)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
