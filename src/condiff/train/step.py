@@ -106,8 +106,17 @@ def nonfinite_grads(model: torch.nn.Module, limit: int = 2) -> tuple[list[str], 
         total += 1
         if not bool(torch.isfinite(p.grad).all()):
             bad.append(name.removeprefix("module."))
-    names = bad if len(bad) <= 2 * limit else [*bad[:limit], "...", *bad[-limit:]]
-    return names, len(bad), total
+    return first_and_last(bad, limit), len(bad), total
+
+
+def first_and_last(names: list[str], limit: int) -> list[str]:
+    """``names``, or its first and last ``limit`` around "..." where there are more."""
+    return names if len(names) <= 2 * limit else [*names[:limit], "...", *names[-limit:]]
+
+
+def kind_text(nan: bool, inf: bool) -> str:
+    """``"NaN"``, ``"inf"``, ``"NaN and inf"`` or ``"none"``."""
+    return " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on) or "none"
 
 
 def nonfinite_kind(model: torch.nn.Module) -> str:
@@ -118,7 +127,7 @@ def nonfinite_kind(model: torch.nn.Module) -> str:
         if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
             nan = nan or bool(torch.isnan(p.grad).any())
             inf = inf or bool(torch.isinf(p.grad).any())
-    return " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on) or "none"
+    return kind_text(nan, inf)
 
 
 def nonfinite_norms(
@@ -128,12 +137,8 @@ def nonfinite_norms(
     (a deferred step's gradient is gone when its flag is read): a NaN norm means a NaN in that
     gradient, an inf norm an inf (or, rarely, finite values whose norm overflowed)."""
     bad = [(n, v) for n, v in zip(names, norms, strict=True) if not math.isfinite(v)]
-    shown = [n for n, _ in bad]
-    if len(shown) > 2 * limit:
-        shown = [*shown[:limit], "...", *shown[-limit:]]
     nan, inf = any(math.isnan(v) for _, v in bad), any(math.isinf(v) for _, v in bad)
-    kind = " and ".join(k for k, on in (("NaN", nan), ("inf", inf)) if on) or "none"
-    return shown, len(bad), len(names), kind
+    return first_and_last([n for n, _ in bad], limit), len(bad), len(names), kind_text(nan, inf)
 
 
 def skip_text(loss: float, names: list[str], bad: int, total: int, kind: str) -> str:
@@ -182,7 +187,7 @@ class Pending:
 
     step: int  # its 0-based index
     ok: Tensor  # the gradient norm is finite (bool, 0-dim)
-    names: list[str]  # the parameters with a gradient, in order...
+    named: list[tuple[str, Tensor]]  # the parameters with a gradient, in order...
     norms: Tensor  # ...and their gradient norms: where a skipped step went non-finite
     loss: Tensor | None = None  # its loss (set by ``Trainer.count``)
 
@@ -221,8 +226,7 @@ def update_on_device(tr, step: int) -> Tensor:
     finally:
         del tr.opt.found_inf
     tr.ema.update(tr.model, step, weight=ok)
-    names = [n for n, _ in named]
-    tr.pending = Pending(step, ok, names, norms)
+    tr.pending = Pending(step, ok, named, norms)
     return grad_norm
 
 

@@ -113,9 +113,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, tc.ema_decay)
         # listed once: the update walks them every step (weights load in place, so they stay)
-        self.named_params = [
-            (n.removeprefix("module."), p) for n, p in self.model.named_parameters()
-        ]
+        self.named_params = list(self.model.named_parameters())  # the unwrapped model's names
         fused = tc.fused_adamw if tc.fused_adamw is not None else cuda
         self.opt, self.lr_sched = make_optimizer(cfg, self.model, fused)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
@@ -358,7 +356,7 @@ class Trainer:
 
     def _where_nonfinite_norms(self, p: Pending) -> str:
         """The same for a step decided on the device, from its per-parameter gradient norms."""
-        names, bad, total, kind = nonfinite_norms(p.names, p.norms.tolist())
+        names, bad, total, kind = nonfinite_norms([n for n, _ in p.named], p.norms.tolist())
         return skip_text(float(p.loss) if p.loss is not None else math.nan, names, bad, total, kind)
 
     def _divergence_hint(self) -> str:
