@@ -16,6 +16,9 @@
 #           budget longer than one call trains over several PART=A calls, then PART=B.
 #   PART=AB: both in one call (a budget that fits one call: BUDGET <= 6 with the evaluation).
 # A run that stops on non-finite steps (rc 2) says in train.log which parameters went first.
+#   PROBE=1 (PART=A): first print scripts/sdpa_probe.py's table (~30 s: which SDPA backend's
+#           backward makes NaNs on this GPU at the network's token counts; session 19's lead on
+#           the skipped steps) into NAME/sdpa-probe.txt, and run tests/gpu/test_sdpa_backends.py.
 #   KTEST=1 (PART=A): first run the Triton attention kernel's gradient tests (ragged lengths,
 #           growing logits, an outlier key: tests/gpu/test_triton_attention.py -k "finite or
 #           gradients_match", ~1-2 min: lower MAXA to fit the call); if one fails, it trains with
@@ -31,6 +34,11 @@ NAME=${NAME:-$(basename "$CONFIG" .yaml)-${BUDGET:-15}min}; RUN=/tmp/runs/$NAME
 mkdir -p "$OUT/$NAME" /tmp/runs; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"
 [ -d "$DATA/train/bsd400" ] || { echo "no $DATA/train/bsd400: carry it"; exit 3; }
 ATT=$(cat "$RUN.attention" 2>/dev/null)
+if [ "${PART:-A}" = A ] && [ -n "${PROBE:-}" ]; then
+  python3 scripts/sdpa_probe.py > "$OUT/$NAME/sdpa-probe.txt" 2>&1; echo "sdpa probe rc $?"
+  cat "$OUT/$NAME/sdpa-probe.txt"
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_sdpa_backends.py 2>&1 | tail -n 3
+fi
 if [ "${PART:-A}" = A ] && [ -n "${KTEST:-}" ]; then
   python3 -m pytest -q -p no:cacheprovider tests/gpu/test_triton_attention.py \
     -k "finite or gradients_match" \
@@ -67,5 +75,8 @@ case "${PART:-A}" in
        rm "$OUT/$NAME/weights/model.safetensors" ;;
 esac
 cp "$RUN/metrics.jsonl" "$OUT/$NAME/" 2>/dev/null
-tar czf "$OUT/$NAME-${PART:-A}.tgz" --exclude=grids -C "$OUT" "$NAME" && rm -rf "${OUT:?}/$NAME"
+# the per-image estimates stay behind (session 19: LIVE1's colour PNGs made the tgz 26 MB, over
+# the 16 MiB a returned file may have, and the reports went with them)
+tar czf "$OUT/$NAME-${PART:-A}.tgz" --exclude=grids --exclude=samples -C "$OUT" "$NAME" && \
+  rm -rf "${OUT:?}/$NAME"
 ls -la "$OUT"

@@ -15,7 +15,7 @@
 #   CALL=smalld: the blind small denoiser alone on ONE GPU for SMALLMIN (6) minutes (GTEST=1:
 #           first tests/gpu's CUDA-graphed training test, below)
 #   CALL=loops: the small denoiser's train loop with each step read at once, decided on the
-#           device, and with CUDA graphs (~4 minutes; carry DATA, .gpu1)
+#           device, and with CUDA graphs (~6 minutes with three cold compiles; carry DATA, .gpu1)
 #   CALL=probe: why the small model trains at only ~1,850 img/s alone (session 17): its recipe
 #           step compiled vs CUDA graphs at batch 64 and 256, and `condiff train`'s own loop
 #           beside the bare step (~5 minutes: five cold compiles; no carry beyond the tree)
@@ -82,7 +82,8 @@ case "${CALL:-1}" in
             train.steps=100000 train.budget_minutes="${SMALLMIN:-6}" train.max_minutes=null \
             train.compile=true ;;
   loops) # issue 33: `condiff train`'s own loop on the small denoiser (batch 64, BSD400 from
-         # DATA), three ways side by side in one call, LOOPMIN (0.75) minutes each after start-up:
+         # DATA), three ways side by side in one call, LOOPSTEPS (1000) steps each (no budget:
+         # session 19's 0.75 minutes each counted the 60-73 s cold start-up and left no window):
          # each step read at once (foreach AdamW, as before session 18), decided on the device
          # (fused AdamW, the default), and that with CUDA graphs; img/s per 200-step window
          mkdir -p "$OUT/loops"
@@ -90,7 +91,8 @@ case "${CALL:-1}" in
            set -- $v; name=$1; shift
            python3 -m condiff.cli train --config configs/denoise-gray-small.yaml --no-progress \
              data.root="$DATA/train/bsd400" train.output_dir="/tmp/loops/$name" \
-             train.steps=100000 train.max_minutes="${LOOPMIN:-0.75}" train.compile=true \
+             train.steps="${LOOPSTEPS:-1000}" train.budget_minutes=null train.max_minutes=3 \
+             train.compile=true \
              train.log_every=200 train.val_every=100000 train.image_every=100000 \
              train.ckpt_every=100000 "$@" $EXTRA > "$OUT/loops/$name.log" 2>&1
            echo "$name: rc $?, img/s of the last windows:" \

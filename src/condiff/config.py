@@ -254,8 +254,10 @@ class TrainConfig(Checked):
     # 2,839 img/s compiled, 8,809 graphed). Needs the compiled network; CUDA only (a CPU run
     # says so and runs without).
     cuda_graphs: bool = False
-    # attention kernel: auto (condiff's Triton kernel on CUDA where Triton is installed), sdpa, triton
-    attention: Literal["auto", "sdpa", "triton"] = "auto"
+    # attention kernel: auto (condiff's Triton kernel on CUDA where Triton is installed), sdpa,
+    # sdpa-flash (SDPA kept off cuDNN, whose backward NaNs on Hopper at 64 tokens: session 19),
+    # triton
+    attention: Literal["auto", "sdpa", "sdpa-flash", "triton"] = "auto"
     fused_adamw: bool | None = None  # None: on for CUDA
     seed: int = 0
     device: str = "auto"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from condiff import ConditionalUNet
@@ -206,6 +207,34 @@ def test_triton_needs_compute_capability_8(monkeypatch):
         attn.triton_available.cache_clear()
     if not torch.cuda.is_available():  # the real answer is back once the patches are gone
         assert not attn.triton_available()
+
+
+def test_sdpa_flash_keeps_sdpa_off_cudnn_inside_the_call_only(monkeypatch):
+    """ "sdpa-flash" is SDPA with its cuDNN backend off while the attention runs (the backward's
+    NaNs on Hopper at 64 tokens, session 19), the same numbers, and the backends as they were
+    after it."""
+    from condiff.nn import attention as attn
+
+    seen = []
+    plain = F.scaled_dot_product_attention
+
+    def recording(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return plain(*args, **kwargs)
+
+    m = ConditionalUNet.from_preset("tiny").eval()
+    x, t = torch.randn(2, 2, 16, 16), torch.tensor([5, 700])
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    with torch.no_grad():
+        with attn.attention_kernel("sdpa"):
+            ref = m(x, t)
+        assert seen and all(seen)  # PyTorch's own choice: cuDNN allowed
+        seen.clear()
+        with attn.attention_kernel("sdpa-flash"):
+            out = m(x, t)
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    torch.testing.assert_close(out, ref)
 
 
 def test_registered_kernel_is_what_attention_blocks_call():

@@ -3,10 +3,18 @@
 The block keeps ``nn.MultiheadAttention``'s parameters (spec 3.4) but calls the kernel itself, so
 that PyTorch's fused SDPA kernels run and a faster kernel can be swapped in on CUDA.
 
-Kernels: ``"sdpa"`` (PyTorch's ``scaled_dot_product_attention``), ``"triton"`` (condiff's fused
-small-head kernel, :mod:`condiff.nn.triton_attention`, on CUDA half-precision inputs with head size
-8 to 32; SDPA elsewhere) and ``"auto"`` (the default: ``"triton"`` where Triton is installed and
-CUDA is present, else ``"sdpa"``), in eager code, ``torch.compile`` graphs and CUDA graphs alike.
+Kernels: ``"sdpa"`` (PyTorch's ``scaled_dot_product_attention``, whichever backend it picks),
+``"sdpa-flash"`` (the same, kept off its cuDNN backend: flash attention where it applies, else the
+memory-efficient kernel, else math), ``"triton"`` (condiff's fused small-head kernel,
+:mod:`condiff.nn.triton_attention`, on CUDA half-precision inputs with head size 8 to 32; SDPA
+elsewhere) and ``"auto"`` (the default: ``"triton"`` where Triton is installed and CUDA is present,
+else ``"sdpa"``), in eager code, ``torch.compile`` graphs and CUDA graphs alike.
+
+Why ``"sdpa-flash"``: on Hopper (sm 90), torch 2.11's SDPA prefers cuDNN, whose backward has known
+NaN bugs where a key tile is part padding (sequence length 64 mod 128) and a row's logsumexp is
+very negative (pytorch/pytorch#196678, NVIDIA/cudnn-frontend#1072). The spec's network at 64 px
+crops attends over 8 x 8 = 64 tokens at its deepest level, and the 15-minute recipes' skipped
+steps carry NaNs born there (docs/NOTES.md, session 19). On a CPU it is plain SDPA.
 """
 
 from __future__ import annotations
@@ -19,15 +27,24 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # (q, k, v) each (B, heads, N, head_dim) -> (B, heads, N, head_dim)
 AttentionKernel = Callable[[Tensor, Tensor, Tensor], Tensor]
-KERNEL_CHOICES = ("auto", "sdpa", "triton")
+KERNEL_CHOICES = ("auto", "sdpa", "sdpa-flash", "triton")
+# every SDPA backend but cuDNN's, in PyTorch's own order of preference
+NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """PyTorch's scaled_dot_product_attention (flash / cuDNN / mem-efficient / math)."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+def sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """:func:`sdpa` without the cuDNN backend (flash / mem-efficient / math)."""
+    with sdpa_kernel(NO_CUDNN):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 @cache
@@ -52,7 +69,7 @@ def _triton(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return sdpa(q, k, v)
 
 
-_KERNELS: dict[str, AttentionKernel] = {"sdpa": sdpa, "triton": _triton}
+_KERNELS: dict[str, AttentionKernel] = {"sdpa": sdpa, "sdpa-flash": sdpa_flash, "triton": _triton}
 _active = "auto"
 _resolved = "sdpa"  # what `attention` calls: plain module state, so torch.compile just guards on it
 
@@ -63,7 +80,7 @@ def register_kernel(name: str, fn: AttentionKernel) -> None:
 
 def set_attention_kernel(name: str) -> None:
     """Select the kernel every ``AttentionBlock`` uses: ``"auto"`` (default), ``"sdpa"``,
-    ``"triton"`` or one added with :func:`register_kernel`."""
+    ``"sdpa-flash"``, ``"triton"`` or one added with :func:`register_kernel`."""
     if name != "auto" and name not in _KERNELS:
         raise ValueError(
             f"unknown attention kernel {name!r}; expected one of {sorted({'auto', *_KERNELS})}"

@@ -367,8 +367,11 @@ class Trainer:
             tips.append("train.precision=bf16 instead of fp16")
         if not 0 < tc.grad_clip <= 1.0:
             tips.append("train.grad_clip=1.0")
-        if get_attention_kernel() == "triton":
+        kernel = get_attention_kernel()
+        if kernel == "triton":
             tips.append("train.attention=sdpa (rules condiff's Triton attention kernel out)")
+        elif kernel == "sdpa" and self.device.type == "cuda":
+            tips.append("train.attention=sdpa-flash (keeps SDPA off its cuDNN backward)")
         return "Try " + ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
 
     def after_step(self, window: Window, grad_norm: Tensor) -> Window:
