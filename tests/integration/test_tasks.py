@@ -2,6 +2,7 @@
 the Python API, `condiff sample`, and `condiff evaluate --protocol denoise|jpeg`, on real files."""
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -153,18 +154,22 @@ def test_protocols_refuse_the_wrong_model_or_set(photos, tmp_path):
 
 def test_colour_jpeg_config_trains_and_is_scored_in_rgb(photos, tmp_path):
     """configs/jpeg-rgb.yaml (issue 30, item 2) at the tiny size: it trains on colour photographs,
-    and `evaluate --protocol jpeg` scores it in RGB, without the gray/Y published rows."""
+    and `evaluate --protocol jpeg` scores it in RGB, beside the colour published rows (a set
+    named LIVE1) and without the gray/Y ones."""
     data, run = export_bundled(tmp_path / "data", "rgb")[0].parent, tmp_path / "run"
     over = ["model.preset=tiny", "model.in_img_channels=6", "model.out_img_channels=3",
             f"data.root={data}", "data.crop_size=16", "data.val_count=1", "data.num_workers=0",
             f"train.output_dir={run}", "train.steps=4", "train.batch_size=4", "train.compile=false",
             "train.warmup_steps=1", "train.val_every=4", "train.ckpt_every=4", "train.val_steps=2"]  # fmt: skip
     assert "done: step 4" in run_cli("train", "--config", "configs/jpeg-rgb.yaml", *over).stdout
-    out = tmp_path / "rep"
+    out, live1 = tmp_path / "rep", tmp_path / "LIVE1"
+    shutil.copytree(photos[1], live1)
     p = run_cli("evaluate", "--checkpoint", str(run), "--protocol", "jpeg", "--images",
-                str(photos[1]), "--quality", "10", "--estimate", "mean", "--output", str(out),
+                str(live1), "--quality", "10", "--estimate", "mean", "--output", str(out),
                 "--no-progress")  # fmt: skip
-    assert "RGB" in p.stdout and "published" not in p.stdout.split("## q=10")[1].split("\n\n")[1]
+    table = p.stdout.split("## q=10")[1].split("\n\n")[1]
+    assert "RGB" in p.stdout and "| *FBCNN (Jiang et al. 2021), published* | - | 27.77" in table
+    assert "DnCNN" not in table and "29.75" not in table  # FBCNN's Y row
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert {r["method"] for r in rows} == {"baseline", "mean"} and len(rows) == 4
     assert all(float(r["psnr"]) > 15 and 0 < float(r["ssim"]) <= 1 for r in rows)

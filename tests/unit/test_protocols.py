@@ -85,12 +85,16 @@ def test_jpeg_works_on_matlabs_y_and_ijg_encoding(tmp_path):
 
 def test_jpeg_scores_a_colour_model_in_rgb_as_it_trains(tmp_path):
     """A colour model: the RGB image JPEG-encoded as the training task encodes it, scored over
-    all channels, with no gray/Y published rows beside it; a gray image is refused by name."""
+    all channels, beside the colour published rows (LIVE1 q 10 / 40) instead of the gray/Y
+    ones; a gray image is refused by name."""
     rgb = (np.random.default_rng(2).random((24, 40, 3)) * 255).astype(np.uint8)
     _write(tmp_path / "LIVE", "a", rgb)
     proto = JpegProtocol(qualities=(10,))
     proto.use_colour()
-    assert proto.published == [] and "RGB" in proto.description
+    assert "RGB" in proto.description
+    fbcnn = next(p for p in proto.published if p.name.startswith("FBCNN"))
+    assert fbcnn.figures == {("LIVE1", "q=10"): {"psnr": 27.77}, ("LIVE1", "q=40"): {"psnr": 32.34}}
+    assert not any(("Classic5", "q=10") in p.figures for p in proto.published)  # no Y rows
     (item,) = proto.items([tmp_path / "LIVE"], color="rgb")
     assert item.cond.shape == item.target.shape == (3, 24, 40)
     task = Jpeg(TaskConfig(name="jpeg", quality=10)).degrade(item.target, np.random.default_rng())

@@ -8,8 +8,9 @@ image, no border.
 
 A colour model (3 channels) is scored in RGB instead, as FBCNN scores its colour models: the
 8-bit RGB image encoded at quality q (IJG through Pillow, 4:2:0 chroma, as condiff trains it),
-PSNR over all channels, SSIM and PSNR-B averaged over them. The published rows above are gray/Y
-figures and are left out of a colour report (FBCNN's colour tables exist only as images).
+PSNR over all channels, SSIM and PSNR-B averaged over them. The gray/Y published rows are left
+out of a colour report; the colour rows beside it are LIVE1's at q 10 and 40 as the JPNeO paper
+quotes them (FBCNN's own colour tables exist only as images).
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ for _name, _ssim, _pb in (
     _p.figures[("LIVE1", "q=10")].update({"ssim": _ssim, "psnr_b": _pb})
 
 
+# LIVE1 in colour, RGB PSNR at q 10 and 40, as the JPNeO paper (Han et al., ICCV 2025, arXiv
+# 2507.23521, Table 1) quotes them: its JPEG input row (25.69 / 30.28) is condiff's to the
+# hundredth. No q 20 / 30 colour row was found as text; its PSNR-B (input 24.20 / 28.84) is
+# computed otherwise than condiff's (23.75 / 28.39), so only PSNR is carried.
+COLOUR_PUBLISHED = [
+    Published(name, {("LIVE1", "q=10"): {"psnr": q10}, ("LIVE1", "q=40"): {"psnr": q40}})
+    for name, (q10, q40) in {
+        "QGAC (Ehrlich et al. 2020)": (27.65, 32.08),
+        "FBCNN (Jiang et al. 2021)": (27.77, 32.34),
+        "JDEC (Han et al. 2024)": (27.95, 32.50),
+    }.items()
+]
+
+
 def jpeg_roundtrip(img8: np.ndarray, quality: int) -> np.ndarray:
     """Encode an (H, W) or (H, W, 3) uint8 image as baseline JPEG at ``quality`` (IJG, through
     Pillow; colour with 4:2:0 chroma, Pillow's default) and decode it to the same shape."""
@@ -136,17 +151,18 @@ class JpegProtocol(Protocol):
                 raise ValueError(f"--quality must be in 1..100, got {q}")
 
     def use_colour(self) -> None:
-        """Score a colour model in RGB: no gray/Y published rows beside it."""
+        """Score a colour model in RGB, beside the colour rows (not the gray/Y ones)."""
         self.description = (
             "The 8-bit RGB image encoded with the IJG encoder at quality q (4:2:0 chroma); "
             "estimates rounded to 8 bits; PSNR (dB) over all channels / SSIM / PSNR-B (dB) "
             "averaged over channels, no border."
         )
-        self.published = []
+        self.published = list(COLOUR_PUBLISHED)
         self.notes = [
             "Colour (RGB) scores: the gray/Y published rows (ARCNN, DnCNN-3, FBCNN, DRUNet, "
-            "SwinIR) do not compare and are left out; FBCNN's colour tables are published as "
-            "images only."
+            "SwinIR) do not compare and are left out. The colour rows (LIVE1, q 10 and 40, PSNR) "
+            "are QGAC's, FBCNN's and JDEC's as the JPNeO paper (ICCV 2025, Table 1) quotes them; "
+            "FBCNN's own colour tables are published as images only."
         ]
 
     def check(self, pipe) -> None:
