@@ -46,6 +46,7 @@ NON_NEGATIVE = Check(lambda v: math.isfinite(v) and v >= 0, "must be a finite nu
 COUNT = Check(lambda v: isinstance(v, int) and v >= 1, "must be a positive integer")
 FRACTION = Check(lambda v: 0 <= v < 1, "must be in [0, 1)")
 OPEN_UNIT = Check(lambda v: 0 < v < 1, "must be in (0, 1)")
+UNIT = Check(lambda v: 0 <= v <= 1, "must be in [0, 1]")
 
 
 def _range(v: Any) -> tuple[float, float]:
@@ -182,9 +183,20 @@ class TaskConfig(Checked):
     # channel holding each image's sigma (sigma / 127.5 - 1): the model is told the level
     # instead of finding it, and `evaluate --protocol denoise` gives it each level's map
     noise_map: bool = False
+    # jpeg: the fraction of training images encoded with JPEG's block grid off the crop's corner
+    # by a random 0..7 pixels each way (0..15 in colour: 4:2:0's 16-pixel blocks), so the model
+    # also restores JPEG content cut or framed off the grid. 0, the default, is the field's
+    # protocol (grids start at the corner); session 19: a cut 4 px off the grid kept 0.24 of
+    # configs/jpeg-rgb.yaml's 2.32 dB (scripts/jpeg_grid_shift.py)
+    grid_shift: Annotated[float, UNIT] = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.grid_shift and self.name != "jpeg":
+            raise ConfigError(
+                f"{self.SECTION}.grid_shift is for the jpeg task (JPEG's block grid); "
+                f"this task is {self.name}"
+            )
         if self.noise_map and self.name != "denoising":
             raise ConfigError(
                 f"{self.SECTION}.noise_map is for the denoising task (a map of its noise level); "

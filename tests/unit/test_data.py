@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from condiff.config import DataConfig, ModelConfig, TaskConfig
+from condiff.config import ConfigError, DataConfig, ModelConfig, TaskConfig
 from condiff.data import (
     BUNDLED,
     ImageError,
@@ -148,6 +148,36 @@ def test_tasks_channels_and_degradation(name, tc, cc):
     assert c.shape == (cc, 32, 32)
     assert not torch.allclose(c[:1], x[:1])  # it degrades
     assert task.baseline(c, tc).shape == (tc, 32, 32)
+
+
+@pytest.mark.parametrize("channels,block", [(1, 8), (3, 16)])
+def test_jpeg_grid_shift_moves_the_block_grid_off_the_corner(channels, block):
+    """data.task.grid_shift: each condition is the JPEG of the image reflected by some (dy, dx)
+    within one block (16 in colour: 4:2:0), cut back; 0 keeps the grid at the corner."""
+    from condiff.data.tasks import jpeg_uint8
+
+    x = torch.rand(channels, 40, 48) * 2 - 1
+    arr = np.round(((x + 1) * 127.5).permute(1, 2, 0).numpy()).astype(np.uint8)
+
+    def encoded(dy: int, dx: int) -> torch.Tensor:
+        padded = np.pad(arr, ((dy, 0), (dx, 0), (0, 0)), mode="reflect")
+        out = jpeg_uint8(padded, 10)[dy:, dx:].astype(np.float32) / 127.5 - 1
+        return torch.from_numpy(out).permute(2, 0, 1)
+
+    candidates = {(dy, dx): encoded(dy, dx) for dy in range(block) for dx in range(block)}
+    aligned = make_task(TaskConfig(name="jpeg", quality=10))
+    assert torch.equal(aligned.degrade(x, np.random.default_rng(0)), candidates[(0, 0)])
+    shifted = make_task(TaskConfig(name="jpeg", quality=10, grid_shift=1.0))
+    seen = set()
+    for seed in range(8):
+        got = shifted.degrade(x, np.random.default_rng(seed))
+        assert got.shape == x.shape
+        seen.add(next(k for k, want in candidates.items() if torch.equal(got, want)))
+    assert len(seen) >= 4 and seen != {(0, 0)}
+    with pytest.raises(ConfigError, match=r"data\.task\.grid_shift is for the jpeg task"):
+        TaskConfig(name="denoising", grid_shift=0.5)
+    with pytest.raises(ConfigError, match=r"data\.task\.grid_shift"):
+        TaskConfig(name="jpeg", grid_shift=1.5)
 
 
 def test_super_resolution_condition_is_blurred_but_keeps_mean():

@@ -162,7 +162,9 @@ class Inpainting(Task):
 
 class Jpeg(Task):
     """Condition: the target JPEG-compressed at ``quality`` (IJG, through Pillow; a fixed
-    quality, or one drawn per image from a range)."""
+    quality, or one drawn per image from a range). With ``grid_shift``, that fraction of images
+    is encoded with the block grid off the corner: the image reflected by (dy, dx) pixels at its
+    top and left, encoded, decoded and cut back."""
 
     name = "jpeg"
 
@@ -171,13 +173,21 @@ class Jpeg(Task):
         arr = np.round(((target.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()).astype(
             np.uint8
         )
-        im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=quality)
-        out = np.asarray(Image.open(buf)).astype(np.float32) / 127.5 - 1
-        if out.ndim == 2:
-            out = out[:, :, None]
+        dy = dx = 0
+        if self.cfg.grid_shift and rng.random() < self.cfg.grid_shift:
+            block = 16 if arr.shape[2] == 3 else 8  # 4:2:0 chroma: 16-pixel blocks
+            dy, dx = (int(rng.integers(0, min(block, n))) for n in arr.shape[:2])
+            arr = np.pad(arr, ((dy, 0), (dx, 0), (0, 0)), mode="reflect")
+        out = jpeg_uint8(arr, quality)[dy:, dx:].astype(np.float32) / 127.5 - 1
         return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+def jpeg_uint8(arr: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, C) uint8 (C 1 or 3) -> the same, encoded as baseline JPEG and decoded."""
+    im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf)).reshape(arr.shape)
 
 
 TASKS: dict[str, type[Task]] = {
