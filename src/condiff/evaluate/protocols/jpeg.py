@@ -15,14 +15,13 @@ quotes them (FBCNN's own colour tables exist only as images).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from condiff.data.io import read_image, to_model
+from condiff.data.tasks import jpeg_uint8
 from condiff.evaluate.metrics import psnr_255, psnr_b, ssim_255_channels, y_uint8
 from condiff.evaluate.protocols.base import (
     Metric,
@@ -94,9 +93,8 @@ COLOUR_PUBLISHED = [
 def jpeg_roundtrip(img8: np.ndarray, quality: int) -> np.ndarray:
     """Encode an (H, W) or (H, W, 3) uint8 image as baseline JPEG at ``quality`` (IJG, through
     Pillow; colour with 4:2:0 chroma, Pillow's default) and decode it to the same shape."""
-    buf = io.BytesIO()
-    Image.fromarray(img8).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("L" if img8.ndim == 2 else "RGB"))
+    hwc = img8.reshape(*img8.shape[:2], -1)
+    return jpeg_uint8(hwc, quality).reshape(img8.shape)  # as the training task encodes
 
 
 def gray_or_y(path: Path) -> np.ndarray:
