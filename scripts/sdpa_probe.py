@@ -9,7 +9,10 @@ count, whether dq / dk / dv are finite and their errors against float64, for ran
 rows whose every logit is about -120 (where dq is ill-conditioned in bf16 in any kernel: its first
 channel is a cancelling sum times -680), with PyTorch's own choice of backend beside them.
 
-    python scripts/sdpa_probe.py [--heads 8] [--head-dim 32] [--batch 16]
+    python scripts/sdpa_probe.py [--heads 8] [--head-dim 32] [--batch 4] [--time BxHxNxD ...]
+
+It then times one forward + backward per backend at the recipes' attention shapes (a backend
+kept off cuDNN must not cost the budget its steps).
 """
 
 from __future__ import annotations
@@ -81,12 +84,56 @@ def default_choice(q, k, v) -> str:
     return names.get(index, str(index))
 
 
+def time_ms(backend: SDPBackend, q, k, v, reps: int = 10) -> str:
+    """Median milliseconds of one forward + backward with ``backend`` alone."""
+    dout = torch.randn_like(q)
+    times = []
+    try:
+        with sdpa_kernel([backend]):
+            for i in range(3 + reps):
+                start, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
+                start.record()
+                F.scaled_dot_product_attention(q, k, v).backward(dout)
+                end.record()
+                end.synchronize()
+                if i >= 3:
+                    times.append(start.elapsed_time(end))
+    except RuntimeError:
+        return "n/a"
+    return f"{sorted(times)[reps // 2]:.2f}"
+
+
+def timing_table(shapes: list[str]) -> None:
+    """Each ``BxHxNxD`` shape: forward + backward ms per backend (bf16, random rows)."""
+    fused = {k: b for k, b in BACKENDS.items() if k != "math"}  # math: never a contender
+    print("\n| B x heads x tokens x head size, ms | " + " | ".join(fused) + " |")
+    print("|---" * (1 + len(fused)) + "|")
+    for shape in shapes:
+        b, h, n, d = (int(v) for v in shape.split("x"))
+        q, k, v = (
+            torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            for _ in range(3)
+        )
+        print(f"| {shape} | " + " | ".join(time_ms(be, q, k, v) for be in fused.values()) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--tokens", type=int, nargs="+", default=[64, 192, 256, 1024, 4096])
+    ap.add_argument(
+        "--time",
+        nargs="*",
+        default=["128x8x4096x8", "128x8x1024x16", "128x8x64x32", "128x8x256x24"],
+        metavar="BxHxNxD",
+        help="shapes to time forward + backward per backend (default: the gray recipe's three "
+        "attentions at 64 px crops, batch 128, and the colour recipe's 16 x 16 level)",
+    )
     a = ap.parse_args()
     print(
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN "
@@ -103,6 +150,8 @@ def main() -> None:
             cells = [cell(b, q, k, v, dout, ref) for b in BACKENDS.values()]
             rows = "logits ~ -120" if negative else "random"
             print(f"| {n} | {rows} | {choice} | " + " | ".join(cells) + " |")
+    if a.time:
+        timing_table(a.time)
 
 
 if __name__ == "__main__":
