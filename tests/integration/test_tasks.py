@@ -170,6 +170,11 @@ def test_colour_jpeg_config_trains_and_is_scored_in_rgb(photos, tmp_path):
     table = p.stdout.split("## q=10")[1].split("\n\n")[1]
     assert "RGB" in p.stdout and "| *FBCNN (Jiang et al. 2021), published* | - | 27.77" in table
     assert "DnCNN" not in table and "29.75" not in table  # FBCNN's Y row
+    p = run_cli("evaluate", "--checkpoint", str(run), "--protocol", "jpeg", "--images",
+                str(live1), "--quality", "10", "--estimate", "mean", "--limit", "1",
+                "--output", str(tmp_path / "cut"), "--no-progress")  # fmt: skip
+    assert "FBCNN" not in p.stdout.split("## q=10")[1].split("\n\n")[1]  # a whole set's row
+    assert "--limit 1: the first 1 images of LIVE1; the published rows" in p.stdout
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert {r["method"] for r in rows} == {"baseline", "mean"} and len(rows) == 4
     assert all(float(r["psnr"]) > 15 and 0 < float(r["ssim"]) <= 1 for r in rows)

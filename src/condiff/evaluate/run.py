@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from condiff import checkpoint as ckpt
+from condiff.data.io import list_images
 from condiff.evaluate.methods import Method, default_methods, parse_sample_spec
 from condiff.evaluate.protocols import (
     PROTOCOLS,
@@ -15,6 +16,7 @@ from condiff.evaluate.protocols import (
     DenoiseProtocol,
     JpegProtocol,
     Protocol,
+    Published,
     SRProtocol,
 )
 from condiff.evaluate.report import EvalItem, Plan, Report, evaluate
@@ -153,6 +155,7 @@ def evaluate_run(
     skipped: list[tuple[Path, str]] | None = None if strict else []
     color = "gray" if pipe.target_channels == 1 else "rgb"
     items = proto.items(folders, color=color, limit=limit, skipped=skipped)
+    partial = _partial_sets(proto, folders, limit)
     plan = _plan(pipe, proto, estimate, num_samples, sweep, samplers, steps, etas, seed, grids)
     if samples and estimate not in ("mean", "perceptual"):
         specs = [parse_sample_spec(s) for s in samples]
@@ -164,13 +167,30 @@ def evaluate_run(
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
     with torch.inference_mode():
         report = evaluate(pipe, items, plan, out, progress=progress)
-    report.notes += notes
+    report.notes += notes + partial
     report.skipped = skipped or []
     if report.skipped:
         report.notes.append(f"Skipped {len(report.skipped)} unreadable file(s):")
         report.notes += [f"  `{p}`: {why}" for p, why in report.skipped]
     write_report(report, proto)
     return report
+
+
+def _partial_sets(proto, folders: list[Path], limit: int | None) -> list[str]:
+    """``--limit`` cut a set short: its published rows (whole sets) no longer compare, so they
+    leave the report, which says so."""
+    cut = [f.name for f in folders if limit and len(list_images(f)) > limit]
+    if not cut or not proto.published:
+        return []
+    kept = [
+        Published(p.name, {k: v for k, v in p.figures.items() if k[0] not in cut})
+        for p in proto.published
+    ]
+    proto.published = [p for p in kept if p.figures]
+    return [
+        f"--limit {limit}: the first {limit} images of {', '.join(cut)}; the published rows of "
+        "those sets (scored on whole sets) are left out."
+    ]
 
 
 def _check_estimate(pipe: Pipeline, estimate: str, checkpoint) -> None:
