@@ -155,7 +155,6 @@ def evaluate_run(
     skipped: list[tuple[Path, str]] | None = None if strict else []
     color = "gray" if pipe.target_channels == 1 else "rgb"
     items = proto.items(folders, color=color, limit=limit, skipped=skipped)
-    partial = _partial_sets(proto, folders, limit)
     plan = _plan(pipe, proto, estimate, num_samples, sweep, samplers, steps, etas, seed, grids)
     if samples and estimate not in ("mean", "perceptual"):
         specs = [parse_sample_spec(s) for s in samples]
@@ -163,11 +162,11 @@ def evaluate_run(
         plan.grid_sample = specs[0]
     plan.extra, notes = _perceptual(metrics, dev)
     plan.sets, kid_notes = _set_scores(metrics, protocol, dev, kid_crop)
-    notes += kid_notes
+    notes += kid_notes + _partial_sets(proto, folders, limit)
     out = Path(out_dir) if out_dir else run_dir_of(pipe) / "eval"
     with torch.inference_mode():
         report = evaluate(pipe, items, plan, out, progress=progress)
-    report.notes += notes + partial
+    report.notes += notes
     report.skipped = skipped or []
     if report.skipped:
         report.notes.append(f"Skipped {len(report.skipped)} unreadable file(s):")
