@@ -15,15 +15,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 import condiff
+from condiff.data.io import from_model, list_images, to_model
+from condiff.evaluate.metrics import psnr_255 as psnr
 from condiff.evaluate.protocols.jpeg import jpeg_roundtrip
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
 
 
 def main() -> None:
@@ -38,7 +35,7 @@ def main() -> None:
     pipe = condiff.load(a.checkpoint)
     mode = "RGB" if pipe.target_channels == 3 else "L"
     shifts = [tuple(int(v) for v in s.split(",")) for s in a.shifts]
-    paths = sorted(p for p in a.folder.iterdir() if p.suffix.lower() in (".png", ".bmp", ".tif"))
+    paths = list_images(a.folder)
     gains: dict[tuple[int, tuple[int, int]], list[float]] = {}
     n = a.size
     for path in paths[: a.limit]:
@@ -50,9 +47,8 @@ def main() -> None:
             for dx, dy in shifts:
                 ys, xs = slice(y0 + dy, y0 + dy + n), slice(x0 + dx, x0 + dx + n)
                 c, lo = clean[ys, xs].reshape(n, n, -1), low[ys, xs].reshape(n, n, -1)
-                cond = torch.from_numpy(lo.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-                est = pipe(cond, estimate="mean")[0].permute(1, 2, 0).clamp(-1, 1).numpy()
-                est8 = np.round((est + 1) * 127.5)
+                cond = to_model(lo.astype(np.float32) / 255)[None]
+                est8 = np.round(from_model(pipe(cond, estimate="mean")[0]) * 255)
                 gains.setdefault((q, (dx, dy)), []).append(psnr(est8, c) - psnr(lo, c))
     print(
         f"{a.checkpoint}: mean's PSNR gain over the JPEG cut (dB), {n} x {n} cuts of "

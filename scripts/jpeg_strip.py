@@ -17,15 +17,14 @@ import torch
 from PIL import Image
 
 import condiff
+from condiff.data.io import from_model, to_model
+from condiff.evaluate.metrics import psnr_255 as psnr
 from condiff.evaluate.protocols.jpeg import jpeg_roundtrip
 
 
 def to8(t: torch.Tensor) -> np.ndarray:
-    return np.round((t[0].permute(1, 2, 0).clamp(-1, 1).numpy() + 1) * 127.5).astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+    """The network's (1, C, H, W) estimate as (H, W, C) uint8."""
+    return np.round(from_model(t[0]) * 255).astype(np.uint8)
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     (w, h), x0, y0 = a.size, a.x0, a.y0
     c, low = clean[y0 : y0 + h, x0 : x0 + w], low[y0 : y0 + h, x0 : x0 + w]
     c, low = (x.reshape(h, w, -1) for x in (c, low))
-    cond = torch.from_numpy(low.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    cond = to_model(low.astype(np.float32) / 255)[None]
     mean = to8(pipe(cond, estimate="mean"))
     gen = torch.Generator().manual_seed(0)
     sample = to8(pipe(cond, estimate="sample", steps=a.steps, generator=gen))
