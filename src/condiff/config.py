@@ -268,8 +268,9 @@ class TrainConfig(Checked):
     cuda_graphs: bool = False
     # attention kernel: auto (condiff's Triton kernel on CUDA where Triton is installed), sdpa,
     # sdpa-flash (SDPA kept off cuDNN, whose backward NaNs on Hopper at 64 tokens: session 19),
-    # triton
-    attention: Literal["auto", "sdpa", "sdpa-flash", "triton"] = "auto"
+    # sdpa-safe (cuDNN only at multiples of 128 tokens, where it was finite and fastest: session
+    # 20), triton
+    attention: Literal["auto", "sdpa", "sdpa-flash", "sdpa-safe", "triton"] = "auto"
     fused_adamw: bool | None = None  # None: on for CUDA
     seed: int = 0
     device: str = "auto"

@@ -237,6 +237,29 @@ def test_sdpa_flash_keeps_sdpa_off_cudnn_inside_the_call_only(monkeypatch):
     torch.testing.assert_close(out, ref)
 
 
+def test_sdpa_safe_allows_cudnn_only_where_the_token_count_is_a_multiple_of_128(monkeypatch):
+    """ "sdpa-safe": cuDNN stays allowed at 128, 256, 4,096 tokens (finite and fastest there on
+    an H100, session 20) and is kept off at 64 and 192 (its backward's NaNs), with the same
+    numbers as plain SDPA either way."""
+    from condiff.nn import attention as attn
+
+    seen = {}
+    plain = F.scaled_dot_product_attention
+
+    def recording(q, *args, **kwargs):
+        seen[q.shape[-2]] = torch.backends.cuda.cudnn_sdp_enabled()
+        return plain(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    for n in (64, 128, 192, 256, 4096):
+        q, k, v = torch.randn(3, 1, 2, n, 8).unbind(0)
+        with attn.attention_kernel("sdpa-safe"):
+            out = attn.attention(q, k, v)
+        torch.testing.assert_close(out, plain(q, k, v))
+    assert seen == {64: False, 128: True, 192: False, 256: True, 4096: True}
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
 def test_registered_kernel_is_what_attention_blocks_call():
     from condiff.nn import attention as attn
 

@@ -61,10 +61,11 @@ def add_speed(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--attention",
-        choices=["auto", "sdpa", "sdpa-flash", "triton"],
+        choices=["auto", "sdpa", "sdpa-flash", "sdpa-safe", "triton"],
         default="auto",
         help="attention kernel: condiff's fused Triton kernel for small heads (on CUDA), "
-        "PyTorch's SDPA, SDPA kept off its cuDNN backend (sdpa-flash), or auto (default: "
+        "PyTorch's SDPA, SDPA kept off its cuDNN backend (sdpa-flash), or off it only where "
+        "the token count is not a multiple of 128 (sdpa-safe), or auto (default: "
         "Triton where it is installed and CUDA is present)",
     )
 

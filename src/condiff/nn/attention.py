@@ -5,7 +5,8 @@ that PyTorch's fused SDPA kernels run and a faster kernel can be swapped in on C
 
 Kernels: ``"sdpa"`` (PyTorch's ``scaled_dot_product_attention``, whichever backend it picks),
 ``"sdpa-flash"`` (the same, kept off its cuDNN backend: flash attention where it applies, else the
-memory-efficient kernel, else math), ``"triton"`` (condiff's fused small-head kernel,
+memory-efficient kernel, else math), ``"sdpa-safe"`` (cuDNN allowed only where the key count is a
+multiple of 128, ``"sdpa-flash"`` elsewhere), ``"triton"`` (condiff's fused small-head kernel,
 :mod:`condiff.nn.triton_attention`, on CUDA half-precision inputs with head size 8 to 32; SDPA
 elsewhere) and ``"auto"`` (the default: ``"triton"`` where Triton is installed and CUDA is present,
 else ``"sdpa"``), in eager code, ``torch.compile`` graphs and CUDA graphs alike.
@@ -15,6 +16,11 @@ NaN bugs where a key tile is part padding (sequence length 64 mod 128) and a row
 very negative (pytorch/pytorch#196678, NVIDIA/cudnn-frontend#1072). The spec's network at 64 px
 crops attends over 8 x 8 = 64 tokens at its deepest level, and the 15-minute recipes' skipped
 steps carry NaNs born there (docs/NOTES.md, session 19). On a CPU it is plain SDPA.
+
+Why ``"sdpa-safe"``: on an H100 (torch 2.11, cuDNN 9.19) cuDNN's backward gave NaN at 64 and 192
+tokens and stayed finite at 256, 1,024 and 4,096, where it is the fastest backend (the gray
+recipe's 4,096-token level: 32.6 ms forward + backward against flash's 41.1); at 64 tokens flash is
+as fast (docs/NOTES.md, session 20). It keeps cuDNN where its tiles are full.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # (q, k, v) each (B, heads, N, head_dim) -> (B, heads, N, head_dim)
 AttentionKernel = Callable[[Tensor, Tensor, Tensor], Tensor]
-KERNEL_CHOICES = ("auto", "sdpa", "sdpa-flash", "triton")
+KERNEL_CHOICES = ("auto", "sdpa", "sdpa-flash", "sdpa-safe", "triton")
 # every SDPA backend but cuDNN's, in PyTorch's own order of preference
 NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
@@ -45,6 +51,14 @@ def sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """:func:`sdpa` without the cuDNN backend (flash / mem-efficient / math)."""
     with sdpa_kernel(NO_CUDNN):
         return F.scaled_dot_product_attention(q, k, v)
+
+
+def sdpa_safe(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """:func:`sdpa` where the key count is a multiple of 128 (cuDNN's tiles full), else
+    :func:`sdpa_flash`. The count is a static shape, so a compiled graph holds one branch."""
+    if k.shape[-2] % 128:
+        return sdpa_flash(q, k, v)
+    return sdpa(q, k, v)
 
 
 @cache
@@ -69,7 +83,12 @@ def _triton(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return sdpa(q, k, v)
 
 
-_KERNELS: dict[str, AttentionKernel] = {"sdpa": sdpa, "sdpa-flash": sdpa_flash, "triton": _triton}
+_KERNELS: dict[str, AttentionKernel] = {
+    "sdpa": sdpa,
+    "sdpa-flash": sdpa_flash,
+    "sdpa-safe": sdpa_safe,
+    "triton": _triton,
+}
 _active = "auto"
 _resolved = "sdpa"  # what `attention` calls: plain module state, so torch.compile just guards on it
 
@@ -80,7 +99,7 @@ def register_kernel(name: str, fn: AttentionKernel) -> None:
 
 def set_attention_kernel(name: str) -> None:
     """Select the kernel every ``AttentionBlock`` uses: ``"auto"`` (default), ``"sdpa"``,
-    ``"sdpa-flash"``, ``"triton"`` or one added with :func:`register_kernel`."""
+    ``"sdpa-flash"``, ``"sdpa-safe"``, ``"triton"`` or one added with :func:`register_kernel`."""
     if name != "auto" and name not in _KERNELS:
         raise ValueError(
             f"unknown attention kernel {name!r}; expected one of {sorted({'auto', *_KERNELS})}"
