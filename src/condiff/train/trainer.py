@@ -371,7 +371,7 @@ class Trainer:
         if kernel == "triton":
             tips.append("train.attention=sdpa (rules condiff's Triton attention kernel out)")
         elif kernel == "sdpa" and self.device.type == "cuda":
-            tips.append("train.attention=sdpa-safe (keeps SDPA off cuDNN's backward where it NaNs)")
+            tips.append("train.attention=sdpa-flash (keeps SDPA off its cuDNN backward)")
         return "Try " + ", ".join(tips[:-1]) + (" or " if len(tips) > 1 else "") + tips[-1]
 
     def after_step(self, window: Window, grad_norm: Tensor) -> Window:
