@@ -96,9 +96,10 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     except Exception as e:  # OSError, or safetensors'/torch's own wrappers of it
+        reason = why(e, root)  # before the partial files are freed
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
-            f"could not write checkpoint {final} ({why(e)}); earlier checkpoints are untouched"
+            f"could not write checkpoint {final} ({reason}); earlier checkpoints are untouched"
         ) from e
     for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,9 +17,20 @@ def is_disk_full(e: BaseException) -> bool:
     return getattr(e, "errno", None) in FULL or "No space left" in str(e)
 
 
-def why(e: BaseException) -> str:
-    """A short reason for an error while writing: "the disk is full", or the error's own text."""
-    if is_disk_full(e):
+def has_no_room(where: str | Path, margin: int = 1 << 20) -> bool:
+    """Whether the disk holding ``where`` has less than ``margin`` bytes (1 MiB) free."""
+    try:
+        return shutil.disk_usage(where).free < margin
+    except OSError:
+        return False
+
+
+def why(e: BaseException, where: str | Path | None = None) -> str:
+    """A short reason for an error while writing: "the disk is full", or the error's own text.
+    ``where``, a folder on the disk being written: some writers hide the errno (torch.save's zip
+    writer says "unexpected pos 64 vs 0"), so a failed write there while that disk has under
+    1 MiB free also reads as a full disk. Ask before freeing what the failed write left."""
+    if is_disk_full(e) or (where is not None and has_no_room(where)):
         return "the disk is full"
     return getattr(e, "strerror", None) or str(e)
 

@@ -230,6 +230,23 @@ def test_a_full_disk_at_start_and_mid_run_is_one_line_and_keeps_the_checkpoints(
         sp.run(["umount", str(disk)], check=False)
 
 
+def test_a_checkpoint_whose_state_torch_cannot_finish_names_the_full_disk(tmp_path):
+    """torch.save's zip writer hides the errno of a full disk ("unexpected pos 704 vs 598"):
+    the refusal still says the disk is full (CI, session 20: the mid-run test above filled the
+    disk during torch.save and read only torch's words), and leaves no partial folder."""
+    disk = small_disk(tmp_path / "disk", "4m")
+    try:
+        w = {"w": torch.zeros(4)}
+        with pytest.raises(ckpt.CheckpointError, match=r"\(the disk is full\); earlier"):
+            ckpt.save_checkpoint(disk / "ckpts", 5, config={}, model=w, ema=w,
+                                 state={"big": torch.zeros(2_000_000)})  # fmt: skip
+        assert not list((disk / "ckpts").iterdir())
+    finally:
+        import subprocess as sp
+
+        sp.run(["umount", str(disk)], check=False)
+
+
 def test_logs_on_a_full_disk_stop_the_run_in_one_line(tmp_path):
     from condiff.train.log import LogWriteError, RunLog
 
