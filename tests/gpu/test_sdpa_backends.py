@@ -33,10 +33,11 @@ def float64_grads(q, k, v, dout):
 @pytest.mark.parametrize("n", [64, 192, 256, 1024])
 def test_gradients_stay_finite_where_every_logit_is_very_negative(kernel, n):
     """sdpa-safe keeps cuDNN at 256 and 1,024 tokens (finite there in session 20's probe)."""
-    from condiff.nn.attention import sdpa_flash, sdpa_safe
+    from condiff.nn.attention import attention, attention_kernel
 
     q, k, v = very_negative_rows(4, 8, n, 32)
-    out = (sdpa_flash if kernel == "sdpa-flash" else sdpa_safe)(q, k, v)
+    with attention_kernel(kernel):
+        out = attention(q, k, v)
     dout = torch.randn_like(out)
     out.backward(dout)
     for name, got, ref in zip(
