@@ -14,6 +14,8 @@
 #           $OUT/NAME-weights.st.* (config.json is in the tgz).
 #           A run folder left by an earlier PART=A on the same warm machine is resumed, so a
 #           budget longer than one call trains over several PART=A calls, then PART=B.
+#           EVAL=0: PART=B only trains to the plan's end and ships the weights; score them on
+#           the CPU here (condiff evaluate --checkpoint on the unpacked folder) to save device time.
 #   PART=AB: both in one call (a budget that fits one call: BUDGET <= 6 with the evaluation).
 # A run that stops on non-finite steps (rc 2) says in train.log which parameters went first.
 #   PROBE=1 (PART=A): first print scripts/sdpa_probe.py's table (~30 s: which SDPA backend's
@@ -60,6 +62,7 @@ case "${PART:-A}" in
      case "$CONFIG" in *jpeg*) P=${PROTOCOL:-jpeg}; S=${SETS:-Classic5 LIVE1} ;;
                        *) P=${PROTOCOL:-denoise}; S=${SETS:-Set12 BSD68} ;; esac
      imgs=(); for s in $S; do imgs+=("$DATA/test/$s"); done
+     [ "${EVAL:-1}" = 0 ] || {
      python3 -m condiff.cli evaluate --checkpoint "$RUN" --protocol "$P" --images "${imgs[@]}" \
        --estimate mean --no-progress --output "$OUT/$NAME/eval" > "$OUT/$NAME/eval.log" 2>&1
      echo "evaluate rc $?"; grep -A12 "^| method" "$OUT/$NAME/eval/report.md" | head -n 30
@@ -67,7 +70,7 @@ case "${PART:-A}" in
      python3 -m condiff.cli evaluate --checkpoint "$RUN" --protocol "$P" --images "${imgs[@]}" \
        --estimate sample --samples dpmpp_2m:20 --limit 10 --no-progress \
        --output "$OUT/$NAME/eval-sample" > "$OUT/$NAME/eval-sample.log" 2>&1
-     echo "evaluate (sample) rc $?"
+     echo "evaluate (sample) rc $?"; }
      # the fp16 EMA weights come back in parts of 15 MiB (a returned file may have 16):
      # cat NAME-weights.st.* > model.safetensors beside config.json
      python3 scripts/ship_weights.py "$RUN" "$OUT/$NAME/weights" > /dev/null && \
