@@ -21,6 +21,7 @@
 #   PROBE=1 (PART=A): first print scripts/sdpa_probe.py's table (~30 s: which SDPA backend's
 #           backward makes NaNs on this GPU at the network's token counts; session 19's lead on
 #           the skipped steps) into NAME/sdpa-probe.txt, and run tests/gpu/test_sdpa_backends.py.
+#   STEST=1 (PART=A): only that GPU test (~20 s), without the probe's table.
 #   KTEST=1 (PART=A): first run the Triton attention kernel's gradient tests (ragged lengths,
 #           growing logits, an outlier key: tests/gpu/test_triton_attention.py -k "finite or
 #           gradients_match", ~1-2 min: lower MAXA to fit the call); if one fails, it trains with
@@ -36,9 +37,10 @@ NAME=${NAME:-$(basename "$CONFIG" .yaml)-${BUDGET:-15}min}; RUN=/tmp/runs/$NAME
 mkdir -p "$OUT/$NAME" /tmp/runs; nvidia-smi -L | tee "$OUT/$NAME/gpu.txt"
 [ -d "$DATA/train/bsd400" ] || { echo "no $DATA/train/bsd400: carry it"; exit 3; }
 ATT=$(cat "$RUN.attention" 2>/dev/null)
-if [ "${PART:-A}" = A ] && [ -n "${PROBE:-}" ]; then
+if [ "${PART:-A}" = A ] && [ -n "${PROBE:-}${STEST:-}" ]; then
+  [ -z "${PROBE:-}" ] || {
   python3 scripts/sdpa_probe.py > "$OUT/$NAME/sdpa-probe.txt" 2>&1; echo "sdpa probe rc $?"
-  cat "$OUT/$NAME/sdpa-probe.txt"
+  cat "$OUT/$NAME/sdpa-probe.txt"; }
   python3 -m pytest -q -p no:cacheprovider tests/gpu/test_sdpa_backends.py 2>&1 | tail -n 3
 fi
 if [ "${PART:-A}" = A ] && [ -n "${KTEST:-}" ]; then
