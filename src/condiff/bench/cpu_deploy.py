@@ -211,7 +211,9 @@ def run_cpu_deploy(
     base = load(checkpoint, device="cpu", compile=False, graphs=False)
     s = size or base.cfg.data.crop_size
     fp32_onnx, _ = export_onnx(checkpoint, out / "fp32.onnx")
-    int8_onnx, gate = quantize_run(checkpoint, out / "int8.onnx", force=True, **(quantize or {}))
+    int8_onnx, gate = quantize_run(
+        checkpoint, out / "int8.onnx", force=True, fp32_onnx=fp32_onnx, **(quantize or {})
+    )
     rows: list[dict] = []
     ref: dict[int, Tensor] = {}
     for name, make in engines(base, fp32_onnx, int8_onnx).items():

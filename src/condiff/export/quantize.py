@@ -163,11 +163,14 @@ def quantize_run(
     max_side: int | None = 128,
     max_loss_db: float = MAX_LOSS_DB,
     force: bool = False,
+    fp32_onnx: str | Path | None = None,
 ) -> tuple[Path | None, GateReport]:
     """Export, calibrate along trajectories, quantize, gate; returns (written path or None, report).
 
     ``calibration``: a folder of clean images for the run's task, or None for the run's own
     training images. ``calibration_inputs`` replaces the recorded inputs (for tests and experts).
+    ``fp32_onnx``: this checkpoint's fp32 export (with its ``.json``), already written by
+    :func:`condiff.export.onnx.export_onnx`; it is quantized instead of exporting again.
     """
     from condiff.evaluate.run import run_items
     from condiff.export.onnx import export_onnx, load_onnx
@@ -177,7 +180,11 @@ def quantize_run(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        export_onnx(checkpoint, fp32)
+        if fp32_onnx is None:
+            export_onnx(checkpoint, fp32)
+        else:
+            shutil.copy(fp32_onnx, fp32)
+            shutil.copy(Path(fp32_onnx).with_suffix(".json"), fp32.with_suffix(".json"))
         pipe = load(checkpoint, device="cpu", compile=False, graphs=False)
         if calibration_inputs is None:
             calib = run_items(
