@@ -9,7 +9,7 @@ import torch
 
 import condiff
 from condiff.data import read_image
-from condiff.export import load_onnx
+from condiff.export import export_onnx, load_onnx
 from tests.conftest import run_cli
 
 
@@ -108,6 +108,8 @@ def test_quantize_writes_a_sampling_int8_model_and_gate_rejects_broken_calibrati
     # measured: good calibration loses 0.02 dB here, the broken one 3.4 dB (first and last convs
     # float; shrinking the inputs 1000x no longer broke it, since the float first conv's bias
     # dominates its output then)
+    # both quantize one fp32 export, written once (what `bench --cpu-deploy` does)
+    fp32, _ = export_onnx(tiny_run, tmp_path / "fp32.onnx")
     _, report = quantize_run(
         tiny_run,
         tmp_path / "good.onnx",
@@ -115,6 +117,7 @@ def test_quantize_writes_a_sampling_int8_model_and_gate_rejects_broken_calibrati
         max_side=48,
         gate_steps=6,
         max_loss_db=0.3,
+        fp32_onnx=fp32,
     )
     assert report.loss_db < 0.3 and (tmp_path / "good.onnx").is_file()
     with pytest.raises(GateError, match="int8 model refused") as refused:
@@ -125,6 +128,7 @@ def test_quantize_writes_a_sampling_int8_model_and_gate_rejects_broken_calibrati
             max_side=48,
             gate_steps=6,
             max_loss_db=0.3,
+            fp32_onnx=fp32,
         )
     assert not (tmp_path / "broken.onnx").exists()
     assert "int8 vs fp32 samples" in str(refused.value)
