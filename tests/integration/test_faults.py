@@ -15,7 +15,7 @@ from PIL import Image
 from condiff import checkpoint as ckpt
 from condiff.config import RunConfig
 from condiff.train import fit
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import run_cli, small_disk, tiny_config
 
 
 def flip(file: Path, offset: int, n: int) -> None:
@@ -155,22 +155,6 @@ def test_seven_bad_training_images_are_named_in_one_error(tmp_path):
     assert "smaller than data.crop_size=16" in p.stderr and "Traceback" not in p.stderr
 
 
-def small_disk(path: Path, size: str) -> Path:
-    """A tmpfs of ``size`` mounted at ``path`` (root only; the test skips elsewhere)."""
-    import os
-    import subprocess
-
-    path.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-        ).returncode
-    ):
-        pytest.skip("needs root to mount a small tmpfs")
-    return path
-
-
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
     with filler.open("wb") as f:
@@ -190,8 +174,7 @@ def test_a_full_disk_at_start_and_mid_run_is_one_line_and_keeps_the_checkpoints(
 
     from tests.conftest import write_yaml
 
-    disk = small_disk(tmp_path / "disk", "24m")
-    try:
+    with small_disk(tmp_path / "disk", "24m") as disk:
         run = disk / "run"
         cfg = tiny_config(run, train={"steps": 100000, "ckpt_every": 5, "log_every": 1,
                                       "keep_last": 1})  # fmt: skip
@@ -224,34 +207,24 @@ def test_a_full_disk_at_start_and_mid_run_is_one_line_and_keeps_the_checkpoints(
         p = run_cli("train", "--config", str(yml), "--no-progress", "--resume", "auto",
                     f"train.steps={step + 2}")  # fmt: skip
         assert f"resumed from {kept[-1]} at step {step}" in p.stdout
-    finally:
-        import subprocess as sp
-
-        sp.run(["umount", str(disk)], check=False)
 
 
 def test_a_checkpoint_whose_state_torch_cannot_finish_names_the_full_disk(tmp_path):
     """torch.save's zip writer hides the errno of a full disk ("unexpected pos 704 vs 598"):
     the refusal still says the disk is full (CI, session 20: the mid-run test above filled the
     disk during torch.save and read only torch's words), and leaves no partial folder."""
-    disk = small_disk(tmp_path / "disk", "4m")
-    try:
+    with small_disk(tmp_path / "disk", "4m") as disk:
         w = {"w": torch.zeros(4)}
         with pytest.raises(ckpt.CheckpointError, match=r"\(the disk is full\); earlier"):
             ckpt.save_checkpoint(disk / "ckpts", 5, config={}, model=w, ema=w,
                                  state={"big": torch.zeros(2_000_000)})  # fmt: skip
         assert not list((disk / "ckpts").iterdir())
-    finally:
-        import subprocess as sp
-
-        sp.run(["umount", str(disk)], check=False)
 
 
 def test_logs_on_a_full_disk_stop_the_run_in_one_line(tmp_path):
     from condiff.train.log import LogWriteError, RunLog
 
-    disk = small_disk(tmp_path / "disk", "2m")
-    try:
+    with small_disk(tmp_path / "disk", "2m") as disk:
         log = RunLog(disk, start_step=0, total=10**6, batch_size=1, progress=False)
         log.train(1, loss=1.0, lr=1e-3, grad_norm=1.0, img_s=1.0, skipped=0)
         fill(disk)
@@ -260,10 +233,6 @@ def test_logs_on_a_full_disk_stop_the_run_in_one_line(tmp_path):
                 log.train(step, loss=1.0, lr=1e-3, grad_norm=1.0, img_s=1.0, skipped=0)
         log.close()  # already said: closing does not raise again
         assert (disk / "metrics.jsonl").stat().st_size > 0
-    finally:
-        import subprocess
-
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_the_mean_on_a_large_image_shows_tile_progress_under_its_own_name(tiny_run, capsys):
@@ -319,12 +288,9 @@ def test_two_signals_during_saves_leave_a_run_that_resumes_whole(tmp_path):
 def test_sample_to_a_full_disk_names_the_file_it_could_not_write(tmp_path):
     """An image's bytes fail to land (ENOSPC on write names no file): the one line names the
     output file, and no half-written image or temporary file is left."""
-    import subprocess
-
     src = tmp_path / "in.png"
     Image.fromarray(np.full((32, 48), 120, np.uint8)).save(src)
-    disk = small_disk(tmp_path / "disk", "64k")
-    try:
+    with small_disk(tmp_path / "disk", "64k") as disk:
         filler = fill(disk)
         p = run_cli("sample", "--checkpoint", "pretrained:denoise-gray-small", "--input", str(src),
                     "--output", str(disk / "out"), "--estimate", "mean", "--no-progress",
@@ -333,8 +299,6 @@ def test_sample_to_a_full_disk_names_the_file_it_could_not_write(tmp_path):
         assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr
         assert f"{disk / 'out' / 'in.png'}: the disk is full" in errors[0], p.stderr
         assert not [f for f in disk.rglob("*") if f.is_file() and f != filler]
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_a_second_signal_after_the_stop_phase_exits_130_not_by_sigint(tmp_path):

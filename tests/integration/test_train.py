@@ -1,6 +1,5 @@
 """Training on real image files: loss falls, resume is exact, errors are clear, checkpoints whole."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from safetensors.torch import load_file
 from condiff import checkpoint as ckpt
 from condiff.config import RunConfig
 from condiff.train import TrainingDiverged, fit
-from tests.conftest import REPO, run_cli, tiny_config, write_yaml
+from tests.conftest import REPO, run_cli, small_disk, tiny_config, write_yaml
 
 
 def cfg_of(out: Path, **sections) -> RunConfig:
@@ -168,17 +167,7 @@ def test_interrupted_and_truncated_checkpoints_are_never_loaded(tmp_path):
 
 
 def test_full_disk_keeps_earlier_checkpoints(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
+    with small_disk(tmp_path / "small", "600k") as mnt:
         from condiff.nn import ConditionalUNet
 
         tiny = ConditionalUNet.from_preset("tiny")  # ~600 KB of float32 weights per file
@@ -197,8 +186,6 @@ def test_full_disk_keeps_earlier_checkpoints(tmp_path):
         assert [p.name for p in ckpt.list_checkpoints(mnt)] == ["step_000000001"]
         assert not [p for p in mnt.iterdir() if p.name.startswith(".tmp")]
         ckpt.validate_checkpoint(mnt / "step_000000001")
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["read-each-step", "decided-on-device"])

@@ -179,12 +179,10 @@ def quantize_run(
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
         if fp32_onnx is None:
-            export_onnx(checkpoint, fp32)
+            fp32, _ = export_onnx(checkpoint, Path(tmp) / "fp32.onnx")
         else:
-            shutil.copy(fp32_onnx, fp32)
-            shutil.copy(Path(fp32_onnx).with_suffix(".json"), fp32.with_suffix(".json"))
+            fp32 = Path(fp32_onnx)  # read in place; its .json beside it
         pipe = load(checkpoint, device="cpu", compile=False, graphs=False)
         if calibration_inputs is None:
             calib = run_items(
