@@ -37,7 +37,8 @@ def why(e: BaseException, where: str | Path | None = None) -> str:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` beside ``path`` and rename it in: the file is whole or as it was before.
-    Raises OSError (the temporary file removed) if the write fails."""
+    Raises OSError (the temporary file removed) if the write fails, naming ``path`` where the
+    system named no file (a write on a full disk: ENOSPC from ``write`` carries no filename)."""
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     tmp = Path(name)
@@ -47,6 +48,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -221,6 +221,20 @@ def test_a_checkpoint_whose_state_torch_cannot_finish_names_the_full_disk(tmp_pa
         assert not list((disk / "ckpts").iterdir())
 
 
+def test_a_small_file_written_whole_on_a_full_disk_names_itself(tmp_path):
+    """A write on a full disk fails with ENOSPC and no filename: the run's config.yaml (and every
+    file written through atomic_write_text) is named in the error, and nothing is left beside it."""
+    from condiff.files import atomic_write_text, why
+
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        filler = fill(disk)
+        with pytest.raises(OSError) as failed:
+            atomic_write_text(disk / "config.yaml", "x" * 100_000)
+        assert failed.value.filename == str(disk / "config.yaml")
+        assert why(failed.value) == "the disk is full"
+        assert [f.name for f in disk.iterdir()] == [filler.name]
+
+
 def test_logs_on_a_full_disk_stop_the_run_in_one_line(tmp_path):
     from condiff.train.log import LogWriteError, RunLog
 
