@@ -48,3 +48,31 @@ def test_gradients_stay_finite_where_every_logit_is_very_negative(kernel, n):
             continue  # output's rounding makes it O(1) wrong in any kernel (CPU flash: 3.2)
         err = ((got.double() - ref).norm() / ref.norm().clamp_min(1e-12)).item()
         assert err < 5e-2, (name, n, err)
+
+
+@pytest.mark.parametrize("kernel", ["sdpa-flash", "sdpa-safe"])
+def test_the_flash_op_route_is_taken_and_cached_by_compile(kernel, tmp_path, monkeypatch):
+    """In bf16 on this card the kernels call the flash op itself (no sdpa_kernel block in the
+    graph), and a second compile of a block trained with them is served by the AOTAutograd
+    cache (pytorch/pytorch#194007: the block made every warm start re-trace; session 22)."""
+    from torch._dynamo.utils import counters
+
+    from condiff.nn.attention import attention_kernel, flash_route
+    from condiff.nn.blocks import AttentionBlock
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    block = AttentionBlock(64, num_heads=8).to(DEV)
+    x = torch.randn(4, 64, 8, 8, device=DEV)  # 64 tokens: the flash route in both kernels
+    seen = []
+    with attention_kernel(kernel):
+        assert flash_route(*very_negative_rows(1, 8, 64, 8)) == "flash-op"
+        for _ in range(2):
+            torch._dynamo.reset()
+            counters.clear()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = torch.compile(block)(x)
+            out.float().sum().backward()
+            seen.append(dict(counters["aot_autograd"]))
+    torch._dynamo.reset()
+    assert "autograd_cache_bypass" not in seen[0], seen
+    assert seen[1].get("autograd_cache_hit") == 1, seen

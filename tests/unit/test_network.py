@@ -210,9 +210,10 @@ def test_triton_needs_compute_capability_8(monkeypatch):
 
 
 def test_sdpa_flash_keeps_sdpa_off_cudnn_inside_the_call_only(monkeypatch):
-    """ "sdpa-flash" is SDPA with its cuDNN backend off while the attention runs (the backward's
-    NaNs on Hopper at 64 tokens, session 19), the same numbers, and the backends as they were
-    after it."""
+    """ "sdpa-flash" where the flash op does not apply on CUDA (fp32, odd head sizes): SDPA with
+    its cuDNN backend off while the attention runs (the backward's NaNs on Hopper at 64 tokens,
+    session 19), the same numbers, and the backends as they were after it. The route is forced
+    here: this CPU has no cuDNN, so its own route is plain SDPA."""
     from condiff.nn import attention as attn
 
     seen = []
@@ -231,16 +232,50 @@ def test_sdpa_flash_keeps_sdpa_off_cudnn_inside_the_call_only(monkeypatch):
         assert seen and all(seen)  # PyTorch's own choice: cuDNN allowed
         seen.clear()
         with attn.attention_kernel("sdpa-flash"):
+            assert attn.flash_route(*torch.randn(3, 1, 2, 16, 8).unbind(0)) == "sdpa"  # CPU
+            monkeypatch.setattr(attn, "flash_route", lambda q, k, v: "no-cudnn")
             out = m(x, t)
     assert seen and not any(seen)
     assert torch.backends.cuda.cudnn_sdp_enabled()
     torch.testing.assert_close(out, ref)
 
 
+class _CudaLike:
+    """What :func:`flash_route` reads of a tensor, for inputs this CPU cannot make."""
+
+    is_cuda = True
+
+    def __init__(self, dtype, head=32, last_stride=1):
+        self.dtype, self.shape, self.last_stride = dtype, (4, 8, 64, head), last_stride
+
+    def stride(self, dim):
+        return self.last_stride
+
+
+def test_flash_route_calls_the_flash_op_only_where_flash_runs(monkeypatch):
+    """On a CUDA device of compute capability 8.0 on, half-precision q, k, v with a head size
+    that is a multiple of 8 (up to 256) and a contiguous last dimension go to the flash op
+    directly (no sdpa_kernel block in a compiled graph); anything else keeps the block."""
+    from condiff.nn import attention as attn
+
+    bf16, f16, f32 = torch.bfloat16, torch.float16, torch.float32
+    monkeypatch.setattr(attn, "_cuda_flash", True)
+    route = lambda q: attn.flash_route(q, q, q)  # noqa: E731
+    assert route(_CudaLike(bf16)) == route(_CudaLike(f16, head=8)) == "flash-op"
+    assert route(_CudaLike(bf16, head=256)) == "flash-op"
+    for q in (_CudaLike(f32), _CudaLike(bf16, head=12), _CudaLike(bf16, head=264),
+              _CudaLike(bf16, last_stride=2)):  # fmt: skip
+        assert route(q) == "no-cudnn", (q.dtype, q.shape, q.last_stride)
+    assert attn.flash_route(_CudaLike(bf16), _CudaLike(f16), _CudaLike(bf16)) == "no-cudnn"
+    monkeypatch.setattr(attn, "_cuda_flash", False)  # a card before Ampere
+    assert route(_CudaLike(bf16)) == "no-cudnn"
+    assert route(torch.randn(1, 2, 16, 8, dtype=bf16)) == "sdpa"  # no cuDNN on a CPU
+
+
 def test_sdpa_safe_allows_cudnn_only_where_the_token_count_is_a_multiple_of_128(monkeypatch):
     """ "sdpa-safe": cuDNN stays allowed at 128, 256, 4,096 tokens (finite and fastest there on
     an H100, session 20) and is kept off at 64 and 192 (its backward's NaNs), with the same
-    numbers as plain SDPA either way."""
+    numbers as plain SDPA either way (the cuDNN-off route forced, as above)."""
     from condiff.nn import attention as attn
 
     seen = {}
@@ -251,6 +286,7 @@ def test_sdpa_safe_allows_cudnn_only_where_the_token_count_is_a_multiple_of_128(
         return plain(q, *args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    monkeypatch.setattr(attn, "flash_route", lambda q, k, v: "no-cudnn")
     for n in (64, 128, 192, 256, 4096):
         q, k, v = torch.randn(3, 1, 2, n, 8).unbind(0)
         with attn.attention_kernel("sdpa-safe"):
@@ -258,6 +294,29 @@ def test_sdpa_safe_allows_cudnn_only_where_the_token_count_is_a_multiple_of_128(
         torch.testing.assert_close(out, plain(q, k, v))
     assert seen == {64: False, 128: True, 192: False, 256: True, 4096: True}
     assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_a_compiled_sdpa_safe_graph_is_served_by_the_autograd_cache(tmp_path, monkeypatch):
+    """torch.compile's AOTAutograd cache serves a second compile of an attention block trained
+    with "sdpa-safe": an sdpa_kernel block inside the graph made it bypass the cache, so every
+    warm start traced the joint graph again (pytorch/pytorch#194007; session 22)."""
+    from torch._dynamo.utils import counters
+
+    from condiff.nn import attention as attn
+    from condiff.nn.blocks import AttentionBlock
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    block, x = AttentionBlock(16, num_heads=2, num_groups=4), torch.randn(2, 16, 8, 8)
+    seen = []
+    with attn.attention_kernel("sdpa-safe"):
+        for _ in range(2):
+            torch._dynamo.reset()
+            counters.clear()
+            torch.compile(block)(x).sum().backward()
+            seen.append(dict(counters["aot_autograd"]))
+    assert "autograd_cache_bypass" not in seen[0], seen
+    assert seen[1].get("autograd_cache_hit") == 1, seen
+    torch._dynamo.reset()
 
 
 def test_registered_kernel_is_what_attention_blocks_call():

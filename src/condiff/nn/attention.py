@@ -21,6 +21,15 @@ Why ``"sdpa-safe"``: on an H100 (torch 2.11, cuDNN 9.19) cuDNN's backward gave N
 tokens and stayed finite at 256, 1,024 and 4,096, where it is the fastest backend (the gray
 recipe's 4,096-token level: 32.6 ms forward + backward against flash's 41.1); at 64 tokens flash is
 as fast (docs/NOTES.md, session 20). It keeps cuDNN where its tiles are full.
+
+How they keep cuDNN off: on a CUDA device that runs flash attention (compute capability 8.0 on,
+half-precision inputs, head size a multiple of 8 up to 256, a contiguous last dimension) they call
+the flash kernel's own op, ``aten._scaled_dot_product_flash_attention``, which is what SDPA runs
+with cuDNN off. An ``sdpa_kernel`` block inside a compiled region puts calls that
+``torch.compile``'s AOTAutograd cache cannot key into the graph, so every process traced the
+whole joint graph again (pytorch/pytorch#194007; the gray recipe's warm start-up was 31-34 s
+against plain SDPA's 17.6, docs/NOTES.md, session 22). Elsewhere on CUDA they keep the
+``sdpa_kernel`` block; on a CPU, which has no cuDNN, they are plain SDPA.
 """
 
 from __future__ import annotations
@@ -47,10 +56,36 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
+_cuda_flash = False  # whether this process's CUDA device runs flash attention (set on selection)
+
+
+def flash_route(q: Tensor, k: Tensor, v: Tensor) -> str:
+    """How :func:`sdpa_flash` runs on these inputs: ``"flash-op"`` (the flash kernel's aten op),
+    ``"no-cudnn"`` (SDPA inside ``sdpa_kernel`` without cuDNN) or ``"sdpa"`` (no cuDNN here)."""
+    if not q.is_cuda:
+        return "sdpa"
+    flash = (
+        _cuda_flash
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and q.dtype == k.dtype == v.dtype
+        and q.shape[-1] % 8 == 0
+        and q.shape[-1] <= 256
+        and q.shape[-1] == k.shape[-1] == v.shape[-1]
+        and all(t.stride(-1) == 1 for t in (q, k, v))
+    )
+    return "flash-op" if flash else "no-cudnn"
+
+
 def sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """:func:`sdpa` without the cuDNN backend (flash / mem-efficient / math)."""
-    with sdpa_kernel(NO_CUDNN):
-        return F.scaled_dot_product_attention(q, k, v)
+    """:func:`sdpa` without the cuDNN backend (flash / mem-efficient / math), by the route
+    :func:`flash_route` picks (module docstring: why not always ``sdpa_kernel``)."""
+    route = flash_route(q, k, v)
+    if route == "flash-op":
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[0]
+    if route == "no-cudnn":
+        with sdpa_kernel(NO_CUDNN):
+            return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def sdpa_safe(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -110,8 +145,10 @@ def set_attention_kernel(name: str) -> None:
             "capability >= 8.0 and torch >= 2.6; "
             "use 'sdpa' or 'auto'"
         )
-    global _active, _resolved, _triton_module
+    global _active, _resolved, _triton_module, _cuda_flash
     resolved = ("triton" if triton_available() else "sdpa") if name == "auto" else name
+    if resolved in ("sdpa-flash", "sdpa-safe"):  # asked here, outside any compiled graph
+        _cuda_flash = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
     if resolved == "triton" and _triton_module is None:
         from condiff.nn import triton_attention
 
