@@ -82,10 +82,10 @@ def sdpa_flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     route = flash_route(q, k, v)
     if route == "flash-op":
         return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[0]
-    if route == "no-cudnn":
-        with sdpa_kernel(NO_CUDNN):
-            return F.scaled_dot_product_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
+    if route == "sdpa":
+        return sdpa(q, k, v)
+    with sdpa_kernel(NO_CUDNN):
+        return sdpa(q, k, v)
 
 
 def sdpa_safe(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
