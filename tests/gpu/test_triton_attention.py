@@ -137,6 +137,8 @@ def test_cuda_graph_capture_and_replay():
         {"delta_mma": True},
         {"fma_exp": False, "trunc": 0},
         {"trunc": 1, "fma_exp_bwd": True},
+        {"dq_pass": True},
+        {"dq_pass": True, "dq": (64, 32, 4, 3), "bwd": (64, 128, 4, 2)},
     ],
 )
 def test_kernel_switches_compute_the_same_function(options):

@@ -316,8 +316,10 @@ def _bwd_tile(
     DELTA_MMA: tl.constexpr,
     FMA_EXP: tl.constexpr,
     TRUNC: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr,
 ):
-    """One query tile against the program's key tile: dK, dV accumulated, dQ added atomically."""
+    """One query tile against the program's key tile: dK, dV accumulated, dQ added atomically
+    (DQ_ATOMIC; else :func:`_attn_bwd_dq` computes dQ in a pass of its own)."""
     m_ok = (start_m + offs_m) < N
     qT = tl.load(qT_ptrs + start_m * sqn, mask=m_ok[None, :], other=0.0)
     doT = tl.load(doT_ptrs + start_m * sdon, mask=m_ok[None, :], other=0.0)
@@ -336,9 +338,10 @@ def _bwd_tile(
         dsT = _half(pT * (tl.dot(v, doT) - delta[None, :]), qT.dtype, TRUNC)
     dv += tl.dot(_half(pT, doT.dtype, TRUNC), tl.trans(doT))
     dk += tl.dot(dsT, tl.trans(qT))
-    # Missing key rows have k = 0, so they add nothing to dQ.
-    dq = tl.dot(tl.trans(dsT), k) * sm_scale  # (BM, DP)
-    tl.atomic_add(dq_ptrs + start_m * D, dq, mask=m_ok[:, None] & d_ok[None, :], sem="relaxed")
+    if DQ_ATOMIC:
+        # Missing key rows have k = 0, so they add nothing to dQ.
+        dq = tl.dot(tl.trans(dsT), k) * sm_scale  # (BM, DP)
+        tl.atomic_add(dq_ptrs + start_m * D, dq, mask=m_ok[:, None] & d_ok[None, :], sem="relaxed")
     return dk, dv
 
 
@@ -377,6 +380,7 @@ def _attn_bwd(
     DELTA_MMA: tl.constexpr,
     FMA_EXP: tl.constexpr,
     TRUNC: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr,
 ):
     # One program per key tile; loops over all query tiles (FMA_EXP: in pairs up to m_pairs, the
     # second of each pair with its exponentials on the FMA units). DQ, DK, DV are contiguous
@@ -414,20 +418,85 @@ def _attn_bwd(
         for start_m in range(0, m_pairs, 2 * BM):
             dk, dv = _bwd_tile(
                 dk, dv, k, v, qT_ptrs, doT_ptrs, dq_ptrs, LSE, DELTA, bh, start_m, sqn, sdon, N,
-                offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, False, TRUNC,
+                offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, False, TRUNC, DQ_ATOMIC,
             )  # fmt: skip
             dk, dv = _bwd_tile(
                 dk, dv, k, v, qT_ptrs, doT_ptrs, dq_ptrs, LSE, DELTA, bh, start_m + BM, sqn, sdon,
-                N, offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, True, TRUNC,
+                N, offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, True, TRUNC, DQ_ATOMIC,
             )  # fmt: skip
     for start_m in range(m_pairs, N, BM):
         dk, dv = _bwd_tile(
             dk, dv, k, v, qT_ptrs, doT_ptrs, dq_ptrs, LSE, DELTA, bh, start_m, sqn, sdon, N,
-            offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, False, TRUNC,
+            offs_m, offs_d, d_ok, qk_scale, sm_scale, D, DELTA_MMA, False, TRUNC, DQ_ATOMIC,
         )  # fmt: skip
     out = bh * N * D + offs_n[:, None] * D + offs_d[None, :]
     tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    sqb,
+    sqh,
+    sqn,
+    skb,
+    skh,
+    skn,
+    svb,
+    svh,
+    svn,
+    sdob,
+    sdoh,
+    sdon,
+    H,
+    N,
+    qk_scale,
+    sm_scale,
+    D: tl.constexpr,
+    DP: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    TRUNC: tl.constexpr,
+):
+    # dQ without atomics (``dq_pass``): one program per query tile recomputes P and dS against
+    # every key tile and accumulates dS K in registers; DQ is contiguous (B, H, N, D), input dtype.
+    qk_scale = tl.cast(qk_scale, tl.float32)
+    sm_scale = tl.cast(sm_scale, tl.float32)
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = tl.arange(0, BN)
+    offs_d = tl.arange(0, DP)
+    m_ok = offs_m < N
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=m_ok[:, None])
+    do = tl.load(
+        DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], mask=m_ok[:, None]
+    )
+    # Missing query rows: lse = +inf makes their P zero (their dQ is not stored either).
+    lse = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf"))
+    delta = tl.load(DELTA + bh * N + offs_m, mask=m_ok, other=0.0)
+    k_ptrs = K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :]
+    v_ptrs = V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :]
+    dq = tl.zeros([BM, DP], tl.float32)
+    for start_n in range(0, N, BN):
+        # Missing key rows read as zeros: their v adds nothing to dP and their k nothing to dQ.
+        n_ok = (start_n + offs_n) < N
+        k = tl.load(k_ptrs + start_n * skn, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_ptrs + start_n * svn, mask=n_ok[:, None], other=0.0)
+        p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])  # (BM, BN)
+        ds = _half(p * (tl.dot(do, tl.trans(v)) - delta[:, None]), q.dtype, TRUNC)
+        dq += tl.dot(ds, k)
+    out = bh * N * D + offs_m[:, None] * D + offs_d[None, :]
+    tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_ok[:, None] & (offs_d < D))
 
 
 # Tile shapes (BM, BN, num_warps, num_stages) for the forward and backward kernels; chosen by
@@ -435,6 +504,7 @@ def _attn_bwd(
 _CONFIG = {
     "fwd": (128, 32, 4, 2),
     "bwd": (32, 256, 4, 3),
+    "dq": (128, 64, 4, 2),  # the dQ pass (``dq_pass``)
     "rowsum_mma": True,
     "max_bound": True,
     "delta_mma": False,
@@ -443,13 +513,16 @@ _CONFIG = {
     # bf16 P and dS by truncation: 0 off, 1 integer ops, 2 byte permute (``_half``); measured no
     # faster, and biased where the row sums are not taken from the same truncated P
     "trunc": 0,
+    # dQ in a pass of its own (``_attn_bwd_dq``: P and dS recomputed per query tile) instead of
+    # float32 atomics from the key-tile programs
+    "dq_pass": False,
 }
 
 
 def configure(**options) -> None:
     """Override tile shapes ``fwd=``/``bwd=`` (block_m, block_n, num_warps, num_stages) and the
-    ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``, ``fma_exp_bwd`` and ``trunc``
-    switches (see the module docstring)."""
+    ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``, ``fma_exp_bwd``, ``trunc`` and
+    ``dq_pass`` switches (see the module docstring), and the dQ pass's tiles ``dq=``."""
     for key, value in options.items():
         if key not in _CONFIG:
             raise ValueError(f"unknown option {key!r}; expected one of {sorted(_CONFIG)}")
@@ -500,7 +573,10 @@ def _bwd_op(
     b, h, n, d = q.shape
     dp = _pad_head(d)
     delta = (o.float() * do.float()).sum(-1).contiguous()  # (B, H, N)
-    dq = torch.zeros((b, h, n, d), device=q.device, dtype=torch.float32)
+    dq_pass = bool(_CONFIG["dq_pass"])
+    # (contiguous (B, H, N, D): the kernels index it so)
+    dq = torch.empty if dq_pass else torch.zeros
+    dq = dq((b, h, n, d), device=q.device, dtype=q.dtype if dq_pass else torch.float32)
     dk = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     dv = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     bm, bn, warps, stages = _CONFIG["bwd"]
@@ -516,8 +592,19 @@ def _bwd_op(
         do.stride(0), do.stride(1), do.stride(2),
         h, n, (n // (2 * bm)) * 2 * bm if fma_exp else 0, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
         D=d, DP=dp, BM=bm, BN=bn, DELTA_MMA=bool(_CONFIG["delta_mma"]) and dp > d,
-        FMA_EXP=fma_exp, TRUNC=trunc, num_warps=warps, num_stages=stages,
+        FMA_EXP=fma_exp, TRUNC=trunc, DQ_ATOMIC=not dq_pass, num_warps=warps, num_stages=stages,
     )  # fmt: skip
+    if dq_pass:
+        bm, bn, warps, stages = _CONFIG["dq"]
+        wrap_triton(_attn_bwd_dq)[(triton.cdiv(n, bm), b * h)](
+            q, k, v, do, lse, delta, dq,
+            q.stride(0), q.stride(1), q.stride(2),
+            k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2),
+            do.stride(0), do.stride(1), do.stride(2),
+            h, n, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
+            D=d, DP=dp, BM=bm, BN=bn, TRUNC=trunc, num_warps=warps, num_stages=stages,
+        )  # fmt: skip
     return dq.to(q.dtype), dk, dv
 
 
