@@ -16,14 +16,14 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 OUT=${OUT:-out}; mkdir -p "$OUT"
 nvidia-smi -L | tee "$OUT/gpu-${CALL:-1}.txt"
 step() {  # NAME JSON: the compiled step at batch 256 in a fresh Inductor cache
-  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout "${T_STEP:-130}" python3 scripts/speed_probe.py \
+  TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout "${T_STEP:-110}" python3 scripts/speed_probe.py \
     step --modes compiled --batch 256 --repeats 5 --attn-opts "$2" 2>&1 | tee "$OUT/step-$1.txt"
 }
 case "${CALL:-1}" in
-  1) timeout "${T_TEST:-170}" python3 -m pytest -q -p no:cacheprovider \
+  1) timeout "${T_TEST:-150}" python3 -m pytest -q -p no:cacheprovider \
        tests/gpu/test_sdpa_backends.py tests/gpu/test_triton_attention.py 2>&1 | tail -n 15 \
        | tee "$OUT/tests.txt"
-     timeout "${T_ATTN:-150}" python3 scripts/speed_probe.py attn --batch 128 --json /tmp/attn.json \
+     timeout "${T_ATTN:-130}" python3 scripts/speed_probe.py attn --batch 128 --json /tmp/attn.json \
        --variants 'shipped={}' 'sdpa={}' 'b512={"bwd":[32,512,8,2]}' 'dqp={"dq_pass":true}' \
        'dqp-b64x128={"dq_pass":true,"bwd":[64,128,4,2]}' \
        'dqp-b64x256w8={"dq_pass":true,"bwd":[64,256,8,3]}' \
@@ -46,7 +46,7 @@ EOF
   2) CONFIG=configs/denoise-gray.yaml BUDGET=3 MAXA=1 NAME=st PART=A bash scripts/gpu_task_budget.sh
      CONFIG=configs/denoise-gray.yaml BUDGET=3 MAXA=1 NAME=st PART=A bash scripts/gpu_task_budget.sh
      ;;
-  3) TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout "${T_STEP:-130}" python3 -m condiff.cli \
+  3) TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout "${T_STEP:-110}" python3 -m condiff.cli \
        --attention sdpa bench --recipe configs/sr4-gray.yaml --repeats 5 --only compiled 2>&1 \
        | tee "$OUT/recipe-sdpa.txt" ;;
 esac
