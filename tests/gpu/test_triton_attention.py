@@ -137,7 +137,8 @@ def test_cuda_graph_capture_and_replay():
         {"delta_mma": True},
         {"fma_exp": False, "trunc": 0},
         {"trunc": 1, "fma_exp_bwd": True},
-        {"dq_pass": True},
+        {"dq_pass": False},
+        {"dq_pass": True, "dq": (128, 64, 4, 2)},
         {"dq_pass": True, "dq": (64, 32, 4, 3), "bwd": (64, 128, 4, 2)},
     ],
 )
