@@ -479,9 +479,10 @@ def _attn_bwd_dq(
     offs_n = tl.arange(0, BN)
     offs_d = tl.arange(0, DP)
     m_ok = offs_m < N
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=m_ok[:, None])
+    rows = m_ok[:, None]
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], rows, other=0.0)
     do = tl.load(
-        DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], mask=m_ok[:, None]
+        DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], rows, other=0.0
     )
     # Missing query rows: lse = +inf makes their P zero (their dQ is not stored either).
     lse = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf"))
@@ -578,9 +579,10 @@ def _bwd_op(
     dp = _pad_head(d)
     delta = (o.float() * do.float()).sum(-1).contiguous()  # (B, H, N)
     dq_pass = bool(_CONFIG["dq_pass"])
-    # (contiguous (B, H, N, D): the kernels index it so)
-    dq = torch.empty if dq_pass else torch.zeros
-    dq = dq((b, h, n, d), device=q.device, dtype=q.dtype if dq_pass else torch.float32)
+    if dq_pass:  # written whole by the dQ pass
+        dq = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
+    else:  # float32, accumulated with atomics
+        dq = torch.zeros((b, h, n, d), device=q.device, dtype=torch.float32)
     dk = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     dv = torch.empty((b, h, n, d), device=q.device, dtype=q.dtype)
     bm, bn, warps, stages = _CONFIG["bwd"]
