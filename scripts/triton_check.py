@@ -2,7 +2,7 @@
 and count the SASS instructions that matter (loads, matrix products, exponentials, barriers).
 
     pip install --target /tmp/tsite triton==3.5.0      # once; the wheel ships ptxas and nvdisasm
-    PYTHONPATH=/tmp/tsite:src python scripts/triton_check.py [fwd|bwd] ['{"FMA_EXP": false}']
+    PYTHONPATH=/tmp/tsite:src python scripts/triton_check.py [fwd|bwd|dq] ['{"FMA_EXP": false}']
 
 A compile error here is one the GPU would raise (session 7 lost a device call to one); the
 instruction counts show what a change did to the code before any device time is spent (e.g. the
@@ -39,10 +39,17 @@ KERNELS = {
     ),
     "bwd": (
         ta._attn_bwd,
-        dict(D=8, DP=16, BM=32, BN=256, DELTA_MMA=False, FMA_EXP=False, TRUNC=0),
+        dict(D=8, DP=16, BM=32, BN=256, DELTA_MMA=False, FMA_EXP=False, TRUNC=0, DQ_ATOMIC=False),
         ("Q", "K", "V", "DO", "DK", "DV"),
         ("LSE", "DELTA", "DQ"),
         (4, 3),
+    ),
+    "dq": (
+        ta._attn_bwd_dq,
+        dict(D=8, DP=16, BM=64, BN=64, TRUNC=0),
+        ("Q", "K", "V", "DO", "DQ"),
+        ("LSE", "DELTA"),
+        (4, 2),
     ),
 }  # fmt: skip
 OPS = r"(LDGSTS[.A-Z0-9]*|LDG[.A-Z0-9]*|STS[.A-Z0-9]*|LDS[.A-Z0-9]*|HGMMA[.A-Z0-9x]*|HMMA[.A-Z0-9]*|MUFU[.A-Z0-9]*|F2FP[.A-Z0-9]*|RED[.A-Z0-9]*|BAR[.A-Z0-9]*)"
