@@ -68,6 +68,11 @@ def _padded(x: Tensor, dp: int, value: float = 0.0) -> Tensor:
     return F.pad(x, (0, dp - d), value=value).contiguous() if dp > d else x
 
 
+def _strides(*tensors: Tensor) -> list[int]:
+    """The batch, head and token strides of each (B, H, N, D) tensor, in the kernels' order."""
+    return [t.stride(i) for t in tensors for i in range(3)]
+
+
 @triton.jit
 def _exp2_fma(x):
     """exp2 on the FMA and integer units instead of the special-function unit (where the
@@ -560,10 +565,7 @@ def _fwd_op(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     grid = (triton.cdiv(n, bm), b * h)
     wrap_triton(_attn_fwd)[grid](
         q, k, v, o, lse, knorm,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        o.stride(0), o.stride(1), o.stride(2),
+        *_strides(q, k, v, o),
         h, n, (n // (2 * bn)) * 2 * bn if fma_exp else 0, (n // bn) * bn, LOG2E / math.sqrt(d),
         D=d, DP=dp, BM=bm, BN=bn, ROWSUM_MMA=rowsum, MAX_BOUND=bound, STORE_LSE=True,
         FMA_EXP=fma_exp, TRUNC=trunc, num_warps=warps, num_stages=stages,
@@ -592,10 +594,7 @@ def _bwd_op(
     grid = (triton.cdiv(n, bn), b * h)
     wrap_triton(_attn_bwd)[grid](
         q, k, v, do, lse, delta, dq, dk, dv,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        do.stride(0), do.stride(1), do.stride(2),
+        *_strides(q, k, v, do),
         h, n, (n // (2 * bm)) * 2 * bm if fma_exp else 0, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
         D=d, DP=dp, BM=bm, BN=bn, DELTA_MMA=bool(_CONFIG["delta_mma"]) and dp > d,
         FMA_EXP=fma_exp, TRUNC=trunc, DQ_ATOMIC=not dq_pass, num_warps=warps, num_stages=stages,
@@ -604,10 +603,7 @@ def _bwd_op(
         bm, bn, warps, stages = _CONFIG["dq"]
         wrap_triton(_attn_bwd_dq)[(triton.cdiv(n, bm), b * h)](
             q, k, v, do, lse, delta, dq,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            do.stride(0), do.stride(1), do.stride(2),
+            *_strides(q, k, v, do),
             h, n, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
             D=d, DP=dp, BM=bm, BN=bn, TRUNC=trunc, num_warps=warps, num_stages=stages,
         )  # fmt: skip
