@@ -18,7 +18,7 @@ products, so the kernel spends as few instructions per score as it can:
   (every other key tile through ``_exp2_fma``, a cubic with the exponent added in integer bits:
   ``FMA_EXP``); P and dS can go to bf16 by truncation, one byte permute per pair (``TRUNC``,
   off: no faster on an H200, and biased where the row sums are not taken from the same P);
-- ragged key lengths are masked only in the last key tile;
+- the forward masks ragged key lengths only in the last key tile (the dQ pass masks every one);
 - the backward pass: one program per key tile recomputes P once per (query tile, key tile) pair
   and accumulates dK and dV in registers; dQ comes from a pass of its own, one program per query
   tile that recomputes P and dS and keeps dQ in registers (``dq_pass``: 4.6% faster than float32
@@ -391,7 +391,8 @@ def _attn_bwd(
 ):
     # One program per key tile; loops over all query tiles (FMA_EXP: in pairs up to m_pairs, the
     # second of each pair with its exponentials on the FMA units). DQ, DK, DV are contiguous
-    # (B, H, N, D) float32 (DQ, accumulated with atomics) and input-dtype (DK, DV).
+    # (B, H, N, D) float32 (DQ, accumulated with atomics; unused without DQ_ATOMIC) and
+    # input-dtype (DK, DV).
     qk_scale = tl.cast(qk_scale, tl.float32)
     sm_scale = tl.cast(sm_scale, tl.float32)
     pid_n = tl.program_id(0)
