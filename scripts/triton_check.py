@@ -46,7 +46,7 @@ KERNELS = {
     ),
     "dq": (
         ta._attn_bwd_dq,
-        dict(D=8, DP=16, BM=64, BN=64, TRUNC=0),
+        dict(D=8, DP=16, BM=64, BN=64, FMA_EXP=False, TRUNC=0),
         ("Q", "K", "V", "DO", "DQ"),
         ("LSE", "DELTA"),
         (4, 2),

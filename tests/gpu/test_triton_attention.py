@@ -140,6 +140,8 @@ def test_cuda_graph_capture_and_replay():
         {"dq_pass": False},
         {"dq_pass": True, "dq": (128, 64, 4, 2)},
         {"dq_pass": True, "dq": (64, 32, 4, 3), "bwd": (64, 128, 4, 2)},
+        {"dq_pass": True, "fma_exp_dq": True, "dq": (32, 64, 4, 2)},
+        {"dq_pass": True, "dq_tail_mask": False},
     ],
 )
 def test_kernel_switches_compute_the_same_function(options):

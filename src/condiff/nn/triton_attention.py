@@ -18,7 +18,7 @@ products, so the kernel spends as few instructions per score as it can:
   (every other key tile through ``_exp2_fma``, a cubic with the exponent added in integer bits:
   ``FMA_EXP``); P and dS can go to bf16 by truncation, one byte permute per pair (``TRUNC``,
   off: no faster on an H200, and biased where the row sums are not taken from the same P);
-- the forward masks ragged key lengths only in the last key tile (the dQ pass masks every one);
+- the forward and the dQ pass mask ragged key lengths only in the last key tile;
 - the backward pass: one program per key tile recomputes P once per (query tile, key tile) pair
   and accumulates dK and dV in registers; dQ comes from a pass of its own, one program per query
   tile that recomputes P and dS and keeps dQ in registers (``dq_pass``: 4.6% faster than float32
@@ -443,6 +443,27 @@ def _attn_bwd(
 
 
 @triton.jit
+def _dq_tile(
+    dq, q, do, lse, delta, k_ptrs, v_ptrs, start_n, skn, svn, N, offs_n, qk_scale,
+    MASK: tl.constexpr, FMA_EXP: tl.constexpr, TRUNC: tl.constexpr,
+):  # fmt: skip
+    """One key tile against the dQ pass's query tile: dS K accumulated into dQ. MASK: the ragged
+    last key tile, whose missing rows read as zeros (their v adds nothing to dP, their k nothing
+    to dQ); FMA_EXP: its exponentials on the FMA units (scores sit at or below the row's lse)."""
+    if MASK:
+        n_ok = (start_n + offs_n) < N
+        k = tl.load(k_ptrs + start_n * skn, mask=n_ok[:, None], other=0.0)
+        v = tl.load(v_ptrs + start_n * svn, mask=n_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptrs + start_n * skn)
+        v = tl.load(v_ptrs + start_n * svn)
+    s = tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None]  # (BM, BN)
+    p = _exp2_fma(tl.maximum(s, -126.0)) if FMA_EXP else tl.math.exp2(s)
+    ds = _half(p * (tl.dot(do, tl.trans(v)) - delta[:, None]), q.dtype, TRUNC)
+    return dq + tl.dot(ds, k)
+
+
+@triton.jit
 def _attn_bwd_dq(
     Q,
     K,
@@ -465,16 +486,21 @@ def _attn_bwd_dq(
     sdon,
     H,
     N,
+    n_pairs,
+    n_full,
     qk_scale,
     sm_scale,
     D: tl.constexpr,
     DP: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
+    FMA_EXP: tl.constexpr,
     TRUNC: tl.constexpr,
 ):
     # dQ without atomics (``dq_pass``): one program per query tile recomputes P and dS against
     # every key tile and accumulates dS K in registers; DQ is contiguous (B, H, N, D), input dtype.
+    # Whole key tiles load unmasked (FMA_EXP: in pairs up to n_pairs, the second of each pair
+    # with its exponentials on the FMA units), then the ragged last one masked.
     qk_scale = tl.cast(qk_scale, tl.float32)
     sm_scale = tl.cast(sm_scale, tl.float32)
     pid_m = tl.program_id(0)
@@ -496,14 +522,26 @@ def _attn_bwd_dq(
     k_ptrs = K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :]
     v_ptrs = V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :]
     dq = tl.zeros([BM, DP], tl.float32)
-    for start_n in range(0, N, BN):
-        # Missing key rows read as zeros: their v adds nothing to dP and their k nothing to dQ.
-        n_ok = (start_n + offs_n) < N
-        k = tl.load(k_ptrs + start_n * skn, mask=n_ok[:, None], other=0.0)
-        v = tl.load(v_ptrs + start_n * svn, mask=n_ok[:, None], other=0.0)
-        p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])  # (BM, BN)
-        ds = _half(p * (tl.dot(do, tl.trans(v)) - delta[:, None]), q.dtype, TRUNC)
-        dq += tl.dot(ds, k)
+    if FMA_EXP:
+        for start_n in range(0, n_pairs, 2 * BN):
+            dq = _dq_tile(
+                dq, q, do, lse, delta, k_ptrs, v_ptrs, start_n, skn, svn, N, offs_n, qk_scale,
+                False, False, TRUNC,
+            )  # fmt: skip
+            dq = _dq_tile(
+                dq, q, do, lse, delta, k_ptrs, v_ptrs, start_n + BN, skn, svn, N, offs_n,
+                qk_scale, False, True, TRUNC,
+            )  # fmt: skip
+    for start_n in range(n_pairs, n_full, BN):
+        dq = _dq_tile(
+            dq, q, do, lse, delta, k_ptrs, v_ptrs, start_n, skn, svn, N, offs_n, qk_scale,
+            False, False, TRUNC,
+        )  # fmt: skip
+    for start_n in range(n_full, N, BN):
+        dq = _dq_tile(
+            dq, q, do, lse, delta, k_ptrs, v_ptrs, start_n, skn, svn, N, offs_n, qk_scale,
+            True, False, TRUNC,
+        )  # fmt: skip
     out = bh * N * D + offs_m[:, None] * D + offs_d[None, :]
     tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_ok[:, None] & (offs_d < D))
 
@@ -519,6 +557,8 @@ _CONFIG = {
     "delta_mma": False,
     "fma_exp": True,  # forward: half the exponentials on the FMA units (``_exp2_fma``)
     "fma_exp_bwd": False,  # the same in the backward (measured no faster there)
+    "fma_exp_dq": False,  # the same in the dQ pass
+    "dq_tail_mask": True,  # the dQ pass masks only the ragged last key tile (False: every one)
     # bf16 P and dS by truncation: 0 off, 1 integer ops, 2 byte permute (``_half``); measured no
     # faster, and biased where the row sums are not taken from the same truncated P
     "trunc": 0,
@@ -532,8 +572,8 @@ _CONFIG = {
 
 def configure(**options) -> None:
     """Override tile shapes ``fwd=``/``bwd=`` (block_m, block_n, num_warps, num_stages) and the
-    ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``, ``fma_exp_bwd``, ``trunc`` and
-    ``dq_pass`` switches (see the module docstring), and the dQ pass's tiles ``dq=``."""
+    ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``, ``fma_exp_bwd``, ``fma_exp_dq``,
+    ``trunc``, ``dq_pass`` and ``dq_tail_mask`` switches (see the module docstring), and the dQ pass's tiles ``dq=``."""
     for key, value in options.items():
         if key not in _CONFIG:
             raise ValueError(f"unknown option {key!r}; expected one of {sorted(_CONFIG)}")
@@ -602,11 +642,16 @@ def _bwd_op(
     )  # fmt: skip
     if dq_pass:
         bm, bn, warps, stages = _CONFIG["dq"]
+        fma_dq = bool(_CONFIG["fma_exp_dq"])
+        # Whole key tiles end at n_full (0: every tile masked), their pairs at n_pairs.
+        n_full = (n // bn) * bn if _CONFIG["dq_tail_mask"] else 0
+        n_pairs = (n_full // (2 * bn)) * 2 * bn if fma_dq else 0
         wrap_triton(_attn_bwd_dq)[(triton.cdiv(n, bm), b * h)](
             q, k, v, do, lse, delta, dq,
             *_strides(q, k, v, do),
-            h, n, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
-            D=d, DP=dp, BM=bm, BN=bn, TRUNC=trunc, num_warps=warps, num_stages=stages,
+            h, n, n_pairs, n_full, LOG2E / math.sqrt(d), 1.0 / math.sqrt(d),
+            D=d, DP=dp, BM=bm, BN=bn, FMA_EXP=fma_dq, TRUNC=trunc, num_warps=warps,
+            num_stages=stages,
         )  # fmt: skip
     return dq.to(q.dtype), dk, dv
 
