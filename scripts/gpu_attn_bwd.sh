@@ -11,19 +11,22 @@
 #           tests/gpu/test_triton_attention.py; ~3-4 min with the kernels' compiles).
 #   CALL=3: the recipe's compiled step at batch 256 (`speed_probe.py step`), each in a fresh
 #           Inductor cache (~170 s each with the cold compile): the shipped kernel (dq pass),
-#           the atomic dQ (dq_pass off), and `condiff --attention sdpa bench --recipe` (cuDNN).
+#           the atomic dQ (dq_pass off), and SDPA (`--kernel sdpa`: cuDNN).
 #   CALL=4: the warm start-up of configs/denoise-gray.yaml (sdpa-safe): two `condiff train`
 #           processes of one minute on one Inductor cache (gpu_task_budget.sh, BUDGET=3 MAXA=1;
 #           carry .gpu1); the second's start-up line is the warm figure (session 22: 31-34 s
 #           before the flash-op route, 17.6 with plain SDPA).
+#   CALL=5: the yardsticks as a user runs them, one fresh Inductor cache: `condiff bench --recipe
+#           configs/sr4-gray.yaml --only compiled` and `condiff bench --infer --sizes 1024`.
 # CALL may list several parts, run in order in one call: CALL="2 1".
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 OUT=${OUT:-out}; mkdir -p "$OUT"
 nvidia-smi -L | tee "$OUT/gpu.txt"
-step() {  # NAME JSON: the compiled step at batch 256 in a fresh Inductor cache
+step() {  # NAME JSON [ARGS]: the compiled step at batch 256 in a fresh Inductor cache
   TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout "${T_STEP:-180}" python3 scripts/speed_probe.py \
-    step --modes compiled --batch 256 --repeats 5 --attn-opts "$2" 2>&1 | tee "$OUT/step-$1.txt"
+    step --modes compiled --batch 256 --repeats 5 --attn-opts "$2" "${@:3}" 2>&1 \
+    | tee "$OUT/step-$1.txt"
 }
 for part in ${CALL:-1}; do case $part in
   1) timeout "${T_ATTN:-150}" python3 scripts/speed_probe.py attn --batch 128 \
@@ -38,9 +41,13 @@ for part in ${CALL:-1}; do case $part in
        | tee "$OUT/tests.txt" ;;
   3) step shipped '{}'
      step atomic '{"dq_pass":false}'
-     TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout "${T_STEP:-180}" python3 -m condiff.cli \
-       --attention sdpa bench --recipe configs/sr4-gray.yaml --repeats 5 --only compiled 2>&1 \
-       | tee "$OUT/recipe-sdpa.txt" ;;
+     step sdpa '{}' --kernel sdpa ;;
+  5) # the yardsticks as a user runs them: the recipe's step and the 1024² mean (fresh cache)
+     export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
+     timeout "${T_STEP:-180}" python3 -m condiff.cli bench --recipe configs/sr4-gray.yaml \
+       --repeats 5 --only compiled 2>&1 | tee "$OUT/bench-recipe.txt"
+     timeout "${T_INFER:-200}" python3 -m condiff.cli bench --infer --sizes 1024 2>&1 \
+       | tee "$OUT/bench-infer.txt" ;;
   4) for run in cold warm; do  # the second resumes the first's run on the now-warm cache
        echo "$run:"; CONFIG=configs/denoise-gray.yaml BUDGET=3 MAXA=1 NAME=st PART=A \
          bash scripts/gpu_task_budget.sh

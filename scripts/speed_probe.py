@@ -169,6 +169,10 @@ def step(args) -> dict:
     from condiff.nn import triton_attention as ta
 
     cfg = load_config(args.config)
+    if args.kernel:
+        from condiff.nn import set_attention_kernel
+
+        set_attention_kernel(args.kernel)
     if args.attn_opts:
         ta.configure(**json.loads(args.attn_opts))
     out = []
@@ -236,6 +240,7 @@ def main() -> None:
     p.add_argument("--config", default="configs/sr4-gray.yaml")
     p.add_argument("--modes", nargs="+", default=["eager", "compiled"])
     p.add_argument("--attn-opts", default=None, help="JSON for triton_attention.configure")
+    p.add_argument("--kernel", default=None, help="step: attention kernel (sdpa, sdpa-safe, ...)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--size", type=int, default=1024)
