@@ -74,6 +74,19 @@ def _strides(*tensors: Tensor) -> list[int]:
 
 
 @triton.jit
+def _tile_ptrs(X, b, h, sxb, sxh, sxn, offs_rows, offs_d, TRANS: tl.constexpr):
+    """Pointers to the rows ``offs_rows`` of (batch b, head h) of a (B, H, N, D) tensor with
+    strides ``sxb, sxh, sxn`` (the last dimension contiguous): (rows, DP), or (DP, rows) with
+    TRANS."""
+    base = X + b * sxb + h * sxh
+    if TRANS:
+        ptrs = base + offs_rows[None, :] * sxn + offs_d[:, None]
+    else:
+        ptrs = base + offs_rows[:, None] * sxn + offs_d[None, :]
+    return ptrs
+
+
+@triton.jit
 def _exp2_fma(x):
     """exp2 on the FMA and integer units instead of the special-function unit (where the
     forward's exponentials queue), for -126 <= x <= 0: x = j + f with j an integer and
@@ -241,13 +254,13 @@ def _attn_fwd(
     offs_d = tl.arange(0, DP)
     d_ok = offs_d < D
     q = tl.load(
-        Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :],
+        _tile_ptrs(Q, b, h, sqb, sqh, sqn, offs_m, offs_d, False),
         mask=(offs_m[:, None] < N),
         other=0.0,
     )
     # K is read transposed, (DP, BN), so that the score tile is a plain q @ k.
-    k_ptrs = K + b * skb + h * skh + offs_n[None, :] * skn + offs_d[:, None]
-    v_ptrs = V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :]
+    k_ptrs = _tile_ptrs(K, b, h, skb, skh, skn, offs_n, offs_d, True)
+    v_ptrs = _tile_ptrs(V, b, h, svb, svh, svn, offs_n, offs_d, False)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, DP], tl.float32)
     # Whole key tiles (n_full = N rounded down to BN; n_pairs down to 2 BN, or 0 without
@@ -290,7 +303,7 @@ def _attn_fwd(
     out = acc / l_i[:, None]
     m_ok = offs_m < N
     tl.store(
-        Out + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :],
+        _tile_ptrs(Out, b, h, sob, soh, son, offs_m, offs_d, False),
         out.to(Out.dtype.element_ty),
         mask=m_ok[:, None] & d_ok[None, :],
     )
@@ -408,19 +421,15 @@ def _attn_bwd(
     row_ok = n_ok[:, None]
     # Missing key rows (a ragged last tile) read as zeros: a masked load without ``other`` is
     # undefined, and those rows' k enters dQ (dS^T k) and their v enters dP.
-    k = tl.load(
-        K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=row_ok, other=0.0
-    )
-    v = tl.load(
-        V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=row_ok, other=0.0
-    )
+    k = tl.load(_tile_ptrs(K, b, h, skb, skh, skn, offs_n, offs_d, False), mask=row_ok, other=0.0)
+    v = tl.load(_tile_ptrs(V, b, h, svb, svh, svn, offs_n, offs_d, False), mask=row_ok, other=0.0)
     if DELTA_MMA:  # V's padding column D is one and dO's is -delta: v @ dO^T gives dP - delta
         v = tl.where((offs_d == D)[None, :], 1.0, v).to(k.dtype)
     dk = tl.zeros([BN, DP], tl.float32)
     dv = tl.zeros([BN, DP], tl.float32)
     # Q and dO read transposed, (DP, BM).
-    qT_ptrs = Q + b * sqb + h * sqh + offs_m[None, :] * sqn + offs_d[:, None]
-    doT_ptrs = DO + b * sdob + h * sdoh + offs_m[None, :] * sdon + offs_d[:, None]
+    qT_ptrs = _tile_ptrs(Q, b, h, sqb, sqh, sqn, offs_m, offs_d, True)
+    doT_ptrs = _tile_ptrs(DO, b, h, sdob, sdoh, sdon, offs_m, offs_d, True)
     dq_ptrs = DQ + bh * N * D + offs_m[:, None] * D + offs_d[None, :]
     if FMA_EXP:
         for start_m in range(0, m_pairs, 2 * BM):
@@ -512,15 +521,13 @@ def _attn_bwd_dq(
     offs_d = tl.arange(0, DP)
     m_ok = offs_m < N
     rows = m_ok[:, None]
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], rows, other=0.0)
-    do = tl.load(
-        DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], rows, other=0.0
-    )
+    q = tl.load(_tile_ptrs(Q, b, h, sqb, sqh, sqn, offs_m, offs_d, False), rows, other=0.0)
+    do = tl.load(_tile_ptrs(DO, b, h, sdob, sdoh, sdon, offs_m, offs_d, False), rows, other=0.0)
     # Missing query rows: lse = +inf makes their P zero (their dQ is not stored either).
     lse = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + bh * N + offs_m, mask=m_ok, other=0.0)
-    k_ptrs = K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :]
-    v_ptrs = V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :]
+    k_ptrs = _tile_ptrs(K, b, h, skb, skh, skn, offs_n, offs_d, False)
+    v_ptrs = _tile_ptrs(V, b, h, svb, svh, svn, offs_n, offs_d, False)
     dq = tl.zeros([BM, DP], tl.float32)
     if FMA_EXP:
         for start_n in range(0, n_pairs, 2 * BN):
