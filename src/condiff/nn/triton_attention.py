@@ -21,9 +21,9 @@ products, so the kernel spends as few instructions per score as it can:
 - the forward and the dQ pass mask ragged key lengths only in the last key tile;
 - the backward pass: one program per key tile recomputes P once per (query tile, key tile) pair
   and accumulates dK and dV in registers; dQ comes from a pass of its own, one program per query
-  tile that recomputes P and dS and keeps dQ in registers (``dq_pass``: 4.6% faster than float32
-  atomics from the key-tile programs at the recipe's 4,096-token level on an H100, and
-  deterministic; the atomic path is kept behind ``dq_pass=False``).
+  tile that recomputes P and dS and keeps dQ in registers (``dq_pass``: 4.6-7.0% faster than
+  float32 atomics from the key-tile programs at the recipe's 4,096-token level on an H100, the
+  recipe's whole step 2.9%, and deterministic; the atomic path is kept behind ``dq_pass=False``).
 
 The softmax scales are cast to float32 inside the kernels: ``torch.compile``'s launcher passes
 Python floats as float64 (and a float ``tl.constexpr`` came out wrong under it).
@@ -564,7 +564,7 @@ _CONFIG = {
     "delta_mma": False,
     "fma_exp": True,  # forward: half the exponentials on the FMA units (``_exp2_fma``)
     "fma_exp_bwd": False,  # the same in the backward (measured no faster there)
-    "fma_exp_dq": False,  # the same in the dQ pass
+    "fma_exp_dq": False,  # the same in the dQ pass (4.6% slower there, session 24)
     "dq_tail_mask": True,  # the dQ pass masks only the ragged last key tile (False: every one)
     # bf16 P and dS by truncation: 0 off, 1 integer ops, 2 byte permute (``_half``); measured no
     # faster, and biased where the row sums are not taken from the same truncated P
@@ -572,7 +572,9 @@ _CONFIG = {
     # dQ in a pass of its own (``_attn_bwd_dq``: P and dS recomputed per query tile) instead of
     # float32 atomics from the key-tile programs: fwd+bwd 22.48 against 23.58 ms at
     # (128, 8, 4096, 8) and 2.48 against 2.57 at (128, 8, 1024, 16), bf16, H100, one run
-    # (docs/bench/speed/s23-attn-dqpass-h100.txt)
+    # (docs/bench/speed/s23-attn-dqpass-h100.txt); 22.07 against 23.73 in session 24's run, the
+    # recipe's compiled step 1,555 against 1,511 img/s (s24-attn-dq-levers-h100.txt,
+    # s24-step-dqpass-h100.txt)
     "dq_pass": True,
 }
 
