@@ -42,15 +42,15 @@ for part in ${CALL:-1}; do case $part in
   3) step shipped '{}'
      step atomic '{"dq_pass":false}'
      step sdpa '{}' --kernel sdpa ;;
+  4) for run in cold warm; do  # the second resumes the first's run on the now-warm cache
+       echo "$run:"; CONFIG=configs/denoise-gray.yaml BUDGET=3 MAXA=1 NAME=st PART=A \
+         bash scripts/gpu_task_budget.sh
+     done ;;
   5) # the yardsticks as a user runs them: the recipe's step and the 1024² mean (fresh cache)
      export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
      timeout "${T_STEP:-180}" python3 -m condiff.cli bench --recipe configs/sr4-gray.yaml \
        --repeats 5 --only compiled 2>&1 | tee "$OUT/bench-recipe.txt"
      timeout "${T_INFER:-200}" python3 -m condiff.cli bench --infer --sizes 1024 2>&1 \
        | tee "$OUT/bench-infer.txt" ;;
-  4) for run in cold warm; do  # the second resumes the first's run on the now-warm cache
-       echo "$run:"; CONFIG=configs/denoise-gray.yaml BUDGET=3 MAXA=1 NAME=st PART=A \
-         bash scripts/gpu_task_budget.sh
-     done ;;
 esac; done
 ls -la "$OUT"

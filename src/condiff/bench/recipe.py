@@ -198,7 +198,8 @@ def run_recipe_bench(
     print(
         "(x): against the first row. to end: first step + the rest at the steady rate, for "
         "the recipe's steps on one device (data loading not included). peak share: 3 x "
-        "forward FLOPs per image x img/s over the dense bf16 peak (989 TFLOP/s: an H100 or H200 SXM)."
+        "forward FLOPs per image x img/s over the dense bf16 peak (989 TFLOP/s: an H100 or "
+        "H200 SXM)."
     )
     if json_path:
         Path(json_path).write_text(json.dumps([asdict(r) for r in rows], indent=2))

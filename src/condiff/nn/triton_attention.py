@@ -580,9 +580,10 @@ _CONFIG = {
 
 
 def configure(**options) -> None:
-    """Override tile shapes ``fwd=``/``bwd=`` (block_m, block_n, num_warps, num_stages) and the
-    ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``, ``fma_exp_bwd``, ``fma_exp_dq``,
-    ``trunc``, ``dq_pass`` and ``dq_tail_mask`` switches (see the module docstring), and the dQ pass's tiles ``dq=``."""
+    """Override tile shapes ``fwd=``/``bwd=``/``dq=`` (the dQ pass's; block_m, block_n,
+    num_warps, num_stages) and the ``rowsum_mma``, ``max_bound``, ``delta_mma``, ``fma_exp``,
+    ``fma_exp_bwd``, ``fma_exp_dq``, ``trunc``, ``dq_pass`` and ``dq_tail_mask`` switches (see
+    the module docstring)."""
     for key, value in options.items():
         if key not in _CONFIG:
             raise ValueError(f"unknown option {key!r}; expected one of {sorted(_CONFIG)}")
